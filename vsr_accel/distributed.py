@@ -1,0 +1,86 @@
+"""Process-group helpers that cost nothing on a single device.
+
+`python train.py` (one process) must never touch `torch.distributed`: no process group, no
+gloo/nccl start-up, no barriers. Only when torchrun has set `WORLD_SIZE > 1` do we initialise a
+group (nccl on CUDA, gloo on CPU). Everything else asks the returned `DistContext`.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return default if value in (None, "") else int(value)
+
+
+def pick_device(local_rank: int = 0, requested: str | None = None) -> torch.device:
+    """CUDA (one GPU per local rank) when present, else CPU; `requested` ('cpu', 'cuda', 'cuda:1') wins."""
+    if requested:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def init_distributed(requested_device: str | None = None, timeout_s: int = 1800) -> DistContext:
+    """Read torchrun's environment; start a process group only when there is more than one rank."""
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    device = pick_device(local_rank, requested_device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world_size > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(
+            backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+            **({"device_id": device} if device.type == "cuda" else {}))
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.is_distributed:
+        torch.distributed.barrier()
+
+
+def all_reduce_mean_(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """In-place mean over ranks (no-op on one device)."""
+    if ctx.is_distributed:
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        tensor.div_(ctx.world_size)
+    return tensor
+
+
+def broadcast_object(obj, ctx: DistContext, src: int = 0):
+    """Rank `src`'s value on every rank (identity on one device)."""
+    if not ctx.is_distributed:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.is_distributed and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
