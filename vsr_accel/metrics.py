@@ -1,0 +1,243 @@
+"""PSNR and SSIM with BasicSR 1.4.2's exact definitions, in numpy (reported numbers) and torch
+(fast batched validation).
+
+Users compare our numbers with tables produced by BasicSR, so the definitions follow
+`basicsr/metrics/psnr_ssim.py` to the last digit:
+
+* images on the 0..255 scale, arithmetic in float64, `crop_border` pixels dropped on each edge;
+* PSNR = 10 log10(255^2 / MSE) over all remaining pixels and channels, `inf` when MSE is 0;
+* SSIM per channel with an 11x11 Gaussian window (sigma 1.5), "valid" region only (no padded
+  border enters the mean), C1 = (0.01*255)^2, C2 = (0.03*255)^2, then averaged over channels;
+* `test_y_channel` measures the BT.601 luma of MATLAB's `rgb2ycbcr`
+  (Y = (65.481 R + 128.553 G + 24.966 B) / 255 + 16 with R, G, B in 0..255). BasicSR rounds
+  that luma through float32 twice (its `to_y_channel` casts to float32 and `bgr2ycbcr` returns
+  float32); we reproduce that rounding, which makes our Y-PSNR identical to BasicSR's on real
+  frames (plain float64 luma drifts by up to ~4e-7 dB).
+
+Channel order: BasicSR's numpy path assumes BGR (OpenCV) images for `test_y_channel`. Our
+frames are RGB, so the numpy API takes an explicit `channel_order` instead of guessing.
+
+Quantisation: BasicSR reports metrics on the 8-bit images written by `tensor2img`
+(clamp to [0, 1], `(x * 255).round()` in float32). `tensor_to_uint8_image` does the same, and
+the torch metrics quantise identically by default (`quantize=True`), so validation numbers
+computed on raw network output equal the numbers the numpy path reports after saving 8-bit
+frames. The numpy SSIM uses a separable valid-mode filter instead of `cv2.filter2D`; the two
+agree to float64 rounding (~1e-13 on real frames), which keeps this core free of OpenCV.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ChannelOrder = Literal["rgb", "bgr"]
+
+_PEAK = 255.0
+_SSIM_C1 = (0.01 * _PEAK) ** 2
+_SSIM_C2 = (0.03 * _PEAK) ** 2
+_WINDOW_SIZE = 11
+_WINDOW_SIGMA = 1.5
+# MATLAB rgb2ycbcr luma weights for R, G, B in [0, 1]; output on the 0..255 scale.
+_Y_WEIGHTS_RGB = (65.481, 128.553, 24.966)
+_Y_OFFSET = 16.0
+
+
+def gaussian_window_1d(size: int = _WINDOW_SIZE, sigma: float = _WINDOW_SIGMA) -> np.ndarray:
+    """The normalised 1-D Gaussian of `cv2.getGaussianKernel(size, sigma)` (float64).
+
+    SSIM's 2-D window is its outer product; computing it here keeps the core free of OpenCV.
+    """
+    offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    taps = np.exp(-0.5 / (sigma * sigma) * offsets * offsets)
+    return taps / taps.sum()
+
+
+# --------------------------------------------------------------------------- numpy (reporting)
+
+def calculate_psnr(img: np.ndarray, img2: np.ndarray, crop_border: int, test_y_channel: bool = False,
+                   channel_order: ChannelOrder = "rgb") -> float:
+    """PSNR in dB of two HWC (or HW) images on the 0..255 scale; `inf` for identical images."""
+    a, b = _prepare_pair(img, img2, crop_border, test_y_channel, channel_order, min_side=1)
+    mse = float(np.mean((a - b) ** 2))
+    if mse == 0:
+        return float("inf")
+    return float(10.0 * np.log10(_PEAK * _PEAK / mse))
+
+
+def calculate_ssim(img: np.ndarray, img2: np.ndarray, crop_border: int, test_y_channel: bool = False,
+                   channel_order: ChannelOrder = "rgb") -> float:
+    """SSIM (mean over channels) of two HWC (or HW) images on the 0..255 scale."""
+    a, b = _prepare_pair(img, img2, crop_border, test_y_channel, channel_order, min_side=_WINDOW_SIZE)
+    window = gaussian_window_1d()
+    per_channel = [_ssim_single_channel(a[..., c], b[..., c], window) for c in range(a.shape[2])]
+    return float(np.mean(per_channel))
+
+
+def _prepare_pair(img: np.ndarray, img2: np.ndarray, crop_border: int, test_y_channel: bool,
+                  channel_order: str, min_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate, crop, optionally take luma, and return float64 HWC arrays."""
+    img, img2 = np.asarray(img), np.asarray(img2)
+    if img.shape != img2.shape:
+        raise ValueError(f"image shapes differ: {img.shape} vs {img2.shape}")
+    _check_channel_order(channel_order)
+    img, img2 = _as_hwc(img), _as_hwc(img2)
+    img, img2 = _crop(img, crop_border, min_side), _crop(img2, crop_border, min_side)
+    if test_y_channel:
+        return _luma_like_basicsr(img, channel_order), _luma_like_basicsr(img2, channel_order)
+    return img.astype(np.float64), img2.astype(np.float64)
+
+
+def _check_channel_order(channel_order: str) -> None:
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+
+
+def _as_hwc(img: np.ndarray) -> np.ndarray:
+    if img.ndim == 2:
+        return img[..., None]
+    if img.ndim != 3 or img.shape[2] not in (1, 3):
+        raise ValueError(f"expected an HWC image with 1 or 3 channels (or HW), got shape {img.shape}")
+    return img
+
+
+def _crop(img: np.ndarray, crop_border: int, min_side: int) -> np.ndarray:
+    if crop_border < 0:
+        raise ValueError(f"crop_border must be >= 0, got {crop_border}")
+    height, width = img.shape[0] - 2 * crop_border, img.shape[1] - 2 * crop_border
+    if min(height, width) < min_side:
+        raise ValueError(f"image of shape {img.shape} with crop_border={crop_border} leaves "
+                         f"{height}x{width} pixels; the metric needs at least {min_side}x{min_side}")
+    if crop_border == 0:
+        return img
+    return img[crop_border:-crop_border, crop_border:-crop_border, :]
+
+
+def _luma_like_basicsr(img: np.ndarray, channel_order: str) -> np.ndarray:
+    """(H, W, 1) float64 luma on the 0..255 scale, rounded through float32 like `to_y_channel`."""
+    unit = img.astype(np.float32) / np.float32(255.0)
+    if unit.shape[2] == 1:  # BasicSR leaves grey images alone apart from the float32 round trip
+        return (unit * np.float32(255.0)).astype(np.float64)
+    weights = _Y_WEIGHTS_RGB if channel_order == "rgb" else _Y_WEIGHTS_RGB[::-1]
+    luma = np.dot(unit.astype(np.float64), np.asarray(weights, dtype=np.float64)) + _Y_OFFSET
+    luma = (luma / 255.0).astype(np.float32) * np.float32(255.0)
+    return luma.astype(np.float64)[..., None]
+
+
+def _valid_filter(img: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Separable Gaussian filtering keeping only positions where the window fits inside."""
+    size = window.shape[0]
+    rows_out, cols_out = img.shape[0] - size + 1, img.shape[1] - size + 1
+    vertical = sum(window[k] * img[k:k + rows_out, :] for k in range(size))
+    return sum(window[k] * vertical[:, k:k + cols_out] for k in range(size))
+
+
+def _ssim_single_channel(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> float:
+    mu_a, mu_b = _valid_filter(a, window), _valid_filter(b, window)
+    var_a = _valid_filter(a * a, window) - mu_a * mu_a
+    var_b = _valid_filter(b * b, window) - mu_b * mu_b
+    cov = _valid_filter(a * b, window) - mu_a * mu_b
+    numerator = (2 * mu_a * mu_b + _SSIM_C1) * (2 * cov + _SSIM_C2)
+    denominator = (mu_a * mu_a + mu_b * mu_b + _SSIM_C1) * (var_a + var_b + _SSIM_C2)
+    return float(np.mean(numerator / denominator))
+
+
+# --------------------------------------------------------------------------- torch (validation)
+
+def psnr_torch(sr: torch.Tensor, gt: torch.Tensor, crop_border: int, test_y_channel: bool = False,
+               quantize: bool = True) -> torch.Tensor:
+    """Per-image PSNR (float64 tensor of shape (N,)) of RGB batches (N, 3, H, W) in [0, 1].
+
+    With `quantize=True` both inputs are first rounded to 8 bits exactly like `tensor2img`, so the
+    result equals `calculate_psnr` on the saved uint8 frames (and is `inf` where they are equal).
+    """
+    a, b = _prepare_batch(sr, gt, crop_border, test_y_channel, quantize, min_side=1)
+    mse = torch.mean((a - b) ** 2, dim=(1, 2, 3))
+    return 10.0 * torch.log10(_PEAK * _PEAK / mse)  # mse == 0 -> +inf, as BasicSR's numpy path
+
+
+def ssim_torch(sr: torch.Tensor, gt: torch.Tensor, crop_border: int, test_y_channel: bool = False,
+               quantize: bool = True) -> torch.Tensor:
+    """Per-image SSIM (float64 tensor of shape (N,)) of RGB batches (N, 3, H, W) in [0, 1].
+
+    Same definition as `calculate_ssim`; see `psnr_torch` for `quantize`.
+    """
+    a, b = _prepare_batch(sr, gt, crop_border, test_y_channel, quantize, min_side=_WINDOW_SIZE)
+    taps = torch.from_numpy(gaussian_window_1d()).to(device=a.device)
+    channels = a.shape[1]
+    window = torch.outer(taps, taps).expand(channels, 1, _WINDOW_SIZE, _WINDOW_SIZE)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, window, groups=channels)  # no padding: valid region, as BasicSR
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a * mu_a
+    var_b = blur(b * b) - mu_b * mu_b
+    cov = blur(a * b) - mu_a * mu_b
+    numerator = (2 * mu_a * mu_b + _SSIM_C1) * (2 * cov + _SSIM_C2)
+    denominator = (mu_a * mu_a + mu_b * mu_b + _SSIM_C1) * (var_a + var_b + _SSIM_C2)
+    # mean over pixels per channel, then over channels == mean over both (equal pixel counts)
+    return torch.mean(numerator / denominator, dim=(1, 2, 3))
+
+
+def _prepare_batch(sr: torch.Tensor, gt: torch.Tensor, crop_border: int, test_y_channel: bool,
+                   quantize: bool, min_side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate, quantise, crop, optionally take luma; float64 (N, C, H, W) on the 0..255 scale."""
+    if sr.shape != gt.shape:
+        raise ValueError(f"image shapes differ: {tuple(sr.shape)} vs {tuple(gt.shape)}")
+    if sr.dim() != 4 or sr.shape[1] != 3:
+        raise ValueError(f"expected RGB batches of shape (N, 3, H, W), got {tuple(sr.shape)}")
+    if crop_border < 0:
+        raise ValueError(f"crop_border must be >= 0, got {crop_border}")
+    height, width = sr.shape[2] - 2 * crop_border, sr.shape[3] - 2 * crop_border
+    if min(height, width) < min_side:
+        raise ValueError(f"images of shape {tuple(sr.shape)} with crop_border={crop_border} leave "
+                         f"{height}x{width} pixels; the metric needs at least {min_side}x{min_side}")
+    a, b = (_to_255_scale(x.detach(), quantize) for x in (sr, gt))
+    if crop_border:
+        a = a[:, :, crop_border:-crop_border, crop_border:-crop_border]
+        b = b[:, :, crop_border:-crop_border, crop_border:-crop_border]
+    if test_y_channel:
+        return _luma_like_basicsr_torch(a), _luma_like_basicsr_torch(b)
+    return a, b
+
+
+def _to_255_scale(x: torch.Tensor, quantize: bool) -> torch.Tensor:
+    if not quantize:
+        return x.to(torch.float64) * 255.0
+    # tensor2img's arithmetic: clamp and scale in float32, round half-to-even
+    return (x.to(torch.float32).clamp(0.0, 1.0) * 255.0).round().to(torch.float64)
+
+
+def _luma_like_basicsr_torch(rgb_255: torch.Tensor) -> torch.Tensor:
+    """Torch twin of `_luma_like_basicsr` for RGB (N, 3, H, W): same float32 roundings."""
+    unit = (rgb_255.to(torch.float32) / 255.0).to(torch.float64)
+    weights = torch.tensor(_Y_WEIGHTS_RGB, dtype=torch.float64, device=rgb_255.device)
+    luma = torch.einsum("nchw,c->nhw", unit, weights) + _Y_OFFSET
+    luma = (luma / 255.0).to(torch.float32) * 255.0
+    return luma.to(torch.float64).unsqueeze(1)
+
+
+# --------------------------------------------------------------------------- quantisation
+
+def tensor_to_uint8_image(t: torch.Tensor) -> np.ndarray:
+    """(3, H, W) RGB tensor in [0, 1] -> (H, W, 3) uint8 RGB array, rounded like `tensor2img`.
+
+    BasicSR clamps in float32 and rounds `x * 255` half-to-even (numpy `round`); truncating
+    instead (a plain uint8 cast) would bias every frame dark by half a level.
+    """
+    if t.dim() != 3 or t.shape[0] != 3:
+        raise ValueError(f"expected an RGB tensor of shape (3, H, W), got {tuple(t.shape)}")
+    scaled = t.detach().to(device="cpu", dtype=torch.float32).clamp(0.0, 1.0) * 255.0
+    return scaled.round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+__all__ = [
+    "calculate_psnr",
+    "calculate_ssim",
+    "gaussian_window_1d",
+    "psnr_torch",
+    "ssim_torch",
+    "tensor_to_uint8_image",
+]
