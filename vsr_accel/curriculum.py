@@ -1,0 +1,356 @@
+"""The multigrid curriculum: which training shape (LR crop, clip length, batch) each iteration uses.
+
+A `Schedule` is a pure, immutable description of the whole run, shared by the sampler (which
+shape to draw), the LR schedule (where to restart) and the plan printer. Everything is a pure
+function of the iteration, so resuming at any iteration needs no replay. This module must import
+without torch: `train.py --plan` and option validation use it on machines without a GPU stack.
+
+Kinds (paper Sec. 3.1 / 4.1, Tables 7-8), with H = baseline LR crop and T = baseline clip length:
+
+- ``multigrid`` (hierarchical, the paper's method): a spatial cycle of s crops; inside each
+  spatial stage a full temporal cycle of f clip lengths; p = s * f stages.
+  REDS, H=64, T=15: 32&7 / 32&11 / 32&15 / 64&7 / 64&11 / 64&15.
+- ``synchronous`` (Table 8a): crop and length change together, ``zip(lr_crops, frame_counts)``.
+  Default 32&7 / 48&11 / 64&15: the temporal cycle with crops spread evenly from the smallest
+  crop to H (or, given crops only, lengths spread evenly over the temporal range).
+- ``spatial`` (Table 7a, EDVR-M): crops only, every stage uses T frames.
+- ``temporal`` (Table 7b): clip lengths only, every stage uses crop H.
+- ``none``: one stage with the baseline shape.
+
+Defaults (paper Sec. 4.1): crops ``[max(32, H // 2), H]``; clip lengths
+``[max(6, T // 2), 3T // 4, T]``, both rounded *down*, which gives exactly 7/11/15 for T=15.
+For T=14 (Vimeo-90K, 7 frames + their flip) the rule gives 7/10/14, while the paper trains on
+6/10/14: its first length is not max(6, 14 // 2) = 7, so Vimeo recipes must list
+``frame_counts: [6, 10, 14]`` explicitly (explicit lists always override the defaults). A derived
+size never exceeds the baseline, and sizes that would not grow are dropped (T=8 gives 6/8, T<=6
+gives a single length), so tiny demo baselines still yield a valid, if shorter, cycle.
+
+Stage lengths: the paper divides training equally; with a remainder, each of the *last*
+``total_iter % p`` stages gets one extra iteration (the larger, more expensive shapes, which the
+model must end on, are never shortened). ``stage_iters`` overrides this.
+"""
+from __future__ import annotations
+
+import bisect
+import difflib
+from dataclasses import dataclass
+from typing import Sequence
+
+from vsr_accel.errors import ConfigError
+
+KINDS = ("multigrid", "synchronous", "spatial", "temporal", "none")
+
+MIN_DEFAULT_LR_CROP = 32  # smaller crops starve optical flow (paper Sec. 3.1, 16x16 fails)
+MIN_DEFAULT_FRAMES = 6  # shorter clips give too little temporal context (paper Sec. 3.1)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One spatial-temporal stage: iterations [start_iter, start_iter + iters) use this shape.
+
+    `lr` is the stage's peak learning rate override (in the same units as the base LR, i.e. at
+    the base batch before linear scaling); None means the base LR.
+    """
+
+    index: int
+    start_iter: int
+    iters: int
+    lr_crop: int
+    num_frames: int
+    batch_per_device: int
+    lr: float | None = None
+
+    @property
+    def end_iter(self) -> int:
+        """First iteration after this stage."""
+        return self.start_iter + self.iters
+
+    @property
+    def label(self) -> str:
+        """The paper's notation, e.g. '32&7' (Tables 8-9)."""
+        return f"{self.lr_crop}&{self.num_frames}"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The whole run's curriculum. `lr_crop`, `num_frames`, `batch_per_device` are the
+    baseline shape that compute ratios are measured against."""
+
+    stages: tuple[Stage, ...]
+    total_iter: int
+    kind: str
+    lr_crop: int
+    num_frames: int
+    batch_per_device: int
+
+    def __post_init__(self) -> None:
+        # Internal invariants (builder bugs, not user mistakes): contiguous stages covering the run.
+        if not self.stages:
+            raise ValueError("a schedule needs at least one stage")
+        expected_start = 0
+        for position, stage in enumerate(self.stages):
+            if stage.index != position or stage.start_iter != expected_start or stage.iters <= 0:
+                raise ValueError(f"stages are not contiguous at stage {position}: {stage}")
+            expected_start = stage.end_iter
+        if expected_start != self.total_iter:
+            raise ValueError(f"stages cover {expected_start} iterations, total_iter is {self.total_iter}")
+
+    @property
+    def boundaries(self) -> list[int]:
+        """Start iterations of stages 2..p: where the shape changes and the LR restarts."""
+        return [stage.start_iter for stage in self.stages[1:]]
+
+    def stage_at(self, t: int) -> Stage:
+        """The stage that iteration t (0-based) belongs to."""
+        if not 0 <= t < self.total_iter:
+            raise ValueError(f"iteration {t} is outside the run [0, {self.total_iter})")
+        position = bisect.bisect_right(self.boundaries, t)
+        return self.stages[position]
+
+    def samples_before(self, t: int, world_size: int = 1, grad_accum: int = 1) -> int:
+        """Global samples consumed by iterations < t (0 <= t <= total_iter): the position in the
+        sample stream where iteration t starts, for the sampler and for resuming."""
+        if not 0 <= t <= self.total_iter:
+            raise ValueError(f"iteration {t} is outside [0, {self.total_iter}]")
+        per_step = world_size * grad_accum
+        total = 0
+        for stage in self.stages:
+            done = min(max(t - stage.start_iter, 0), stage.iters)
+            total += done * stage.batch_per_device * per_step
+        return total
+
+    def compute_per_iter(self, stage: Stage) -> float:
+        """Work of one iteration of `stage` relative to one baseline iteration, taking the cost
+        as proportional to batch x crop^2 x frames (true for convolutional VSR networks)."""
+        baseline = self.batch_per_device * self.lr_crop ** 2 * self.num_frames
+        return stage.batch_per_device * stage.lr_crop ** 2 * stage.num_frames / baseline
+
+    def compute_ratio(self) -> float:
+        """Baseline work / curriculum work for the same number of iterations: the speedup bound
+        from smaller shapes alone (2.18 for the default REDS multigrid)."""
+        curriculum = sum(stage.iters * self.compute_per_iter(stage) for stage in self.stages)
+        return self.total_iter / curriculum
+
+    def describe(self) -> str:
+        """Paper notation for the whole run, e.g. '32&7 / 32&11 / ... / 64&15'."""
+        return " / ".join(stage.label for stage in self.stages)
+
+
+# -- builder -----------------------------------------------------------------------------------
+
+
+def build_schedule(
+    kind: str,
+    total_iter: int,
+    lr_crop: int,
+    num_frames: int,
+    batch_per_device: int,
+    *,
+    lr_crops: Sequence[int] | None = None,
+    frame_counts: Sequence[int] | None = None,
+    stage_iters: Sequence[int] | None = None,
+    stage_lrs: Sequence[float | None] | None = None,
+    stage_batches: Sequence[int] | None = None,
+    crop_multiple: int = 1,
+    max_frames: int | None = None,
+    max_lr_crop: int | None = None,
+    key_prefix: str = "train.curriculum",
+) -> Schedule:
+    """Build and validate a curriculum. `lr_crop` / `num_frames` / `batch_per_device` are the
+    baseline (largest) shape; the optional lists override the paper's defaults. Every user
+    mistake raises ConfigError naming `{key_prefix}.<option>`."""
+    _check_kind(kind, key_prefix)
+    _check_positive_int(total_iter, "total_iter")
+    _check_positive_int(lr_crop, "lr_crop (baseline LR patch size)")
+    _check_positive_int(num_frames, "num_frames (baseline clip length)")
+    _check_positive_int(batch_per_device, "batch_per_device (baseline batch per device)")
+    _check_positive_int(crop_multiple, f"{key_prefix}.crop_multiple")
+    if lr_crops is not None:
+        lr_crops = _int_list(lr_crops, f"{key_prefix}.lr_crops")
+    if frame_counts is not None:
+        frame_counts = _int_list(frame_counts, f"{key_prefix}.frame_counts")
+
+    shapes = _stage_shapes(kind, lr_crop, num_frames, lr_crops, frame_counts, crop_multiple, key_prefix)
+    _check_shapes(shapes, lr_crops is not None, frame_counts is not None, crop_multiple, max_lr_crop,
+                  max_frames, lr_crop, key_prefix)
+
+    count = len(shapes)
+    iters = _stage_lengths(total_iter, count, stage_iters, key_prefix)
+    lrs = _stage_lrs(stage_lrs, count, key_prefix)
+    batches = _stage_batches(stage_batches, count, batch_per_device, key_prefix)
+
+    stages = []
+    start = 0
+    for index, ((crop, frames), length, lr, batch) in enumerate(zip(shapes, iters, lrs, batches)):
+        stages.append(Stage(index=index, start_iter=start, iters=length, lr_crop=crop, num_frames=frames,
+                            batch_per_device=batch, lr=lr))
+        start += length
+    return Schedule(stages=tuple(stages), total_iter=total_iter, kind=kind, lr_crop=lr_crop,
+                    num_frames=num_frames, batch_per_device=batch_per_device)
+
+
+def default_lr_crops(lr_crop: int) -> list[int]:
+    """Paper Sec. 4.1: [max(32, H/2), H], never above H; a single crop when they coincide."""
+    return _increasing([min(max(MIN_DEFAULT_LR_CROP, lr_crop // 2), lr_crop), lr_crop])
+
+
+def default_frame_counts(num_frames: int) -> list[int]:
+    """Paper Sec. 4.1: [max(6, T/2), 3T/4, T] rounded down (7/11/15 for T=15), never above T,
+    keeping only lengths that grow (so T=8 gives [6, 8] and T<=6 gives [T])."""
+    first = min(max(MIN_DEFAULT_FRAMES, num_frames // 2), num_frames)
+    return _increasing([first, 3 * num_frames // 4, num_frames])
+
+
+def spread(low: int, high: int, count: int, multiple: int = 1) -> list[int]:
+    """`count` sizes from low to high, evenly spaced and rounded down to `multiple` (the last is
+    always `high`): 32..64 in 3 gives 32/48/64, 7..15 in 3 gives 7/11/15."""
+    if count == 1:
+        return [high]
+    values = []
+    for i in range(count):
+        exact = low + (high - low) * i // (count - 1)
+        values.append(max(low, exact // multiple * multiple) if i < count - 1 else high)
+    return values
+
+
+def _increasing(values: list[int]) -> list[int]:
+    kept: list[int] = []
+    for value in values:
+        if not kept or value > kept[-1]:
+            kept.append(value)
+    return kept
+
+
+def _stage_shapes(kind: str, lr_crop: int, num_frames: int, lr_crops: list[int] | None,
+                  frame_counts: list[int] | None, crop_multiple: int, key_prefix: str) -> list[tuple[int, int]]:
+    if kind in ("temporal", "none") and lr_crops is not None:
+        raise ConfigError(f"{key_prefix}.lr_crops: not used by kind '{kind}' (crop stays {lr_crop}); "
+                          "remove it or pick kind 'spatial', 'synchronous' or 'multigrid'")
+    if kind in ("spatial", "none") and frame_counts is not None:
+        raise ConfigError(f"{key_prefix}.frame_counts: not used by kind '{kind}' (clip length stays "
+                          f"{num_frames}); remove it or pick kind 'temporal', 'synchronous' or 'multigrid'")
+    if kind == "none":
+        return [(lr_crop, num_frames)]
+    crops = lr_crops if lr_crops is not None else default_lr_crops(lr_crop)
+    frames = frame_counts if frame_counts is not None else default_frame_counts(num_frames)
+    _check_nonempty(crops, f"{key_prefix}.lr_crops")
+    _check_nonempty(frames, f"{key_prefix}.frame_counts")
+    if kind == "spatial":
+        return [(crop, num_frames) for crop in crops]
+    if kind == "temporal":
+        return [(lr_crop, length) for length in frames]
+    if kind == "multigrid":
+        return [(crop, length) for crop in crops for length in frames]
+    # synchronous: both change together, so the two lists pair up one to one; a list that was
+    # not given is spread evenly over its range with as many entries as the given one.
+    if lr_crops is not None and frame_counts is not None:
+        if len(lr_crops) != len(frame_counts):
+            raise ConfigError(f"{key_prefix}.frame_counts: has {len(frame_counts)} entries but "
+                              f"{key_prefix}.lr_crops has {len(lr_crops)}; synchronous stages pair them one to one")
+    elif lr_crops is not None:
+        frames = spread(default_frame_counts(num_frames)[0], num_frames, len(lr_crops))
+    else:
+        crops = spread(default_lr_crops(lr_crop)[0], lr_crop, len(frames), crop_multiple)
+    return list(zip(crops, frames))
+
+
+def _check_shapes(shapes: list[tuple[int, int]], crops_given: bool, frames_given: bool, crop_multiple: int,
+                  max_lr_crop: int | None, max_frames: int | None, baseline_crop: int, key_prefix: str) -> None:
+    crop_key = f"{key_prefix}.lr_crops" + ("" if crops_given else f" (derived from the baseline crop {baseline_crop})")
+    frames_key = f"{key_prefix}.frame_counts" + ("" if frames_given else " (derived from the baseline clip length)")
+    for crop, frames in shapes:
+        if crop <= 0:
+            raise ConfigError(f"{crop_key}: crop sizes must be positive, got {crop}")
+        if frames <= 0:
+            raise ConfigError(f"{frames_key}: clip lengths must be positive, got {frames}")
+        if crop % crop_multiple:
+            raise ConfigError(f"{crop_key}: crop {crop} is not a multiple of {crop_multiple}, "
+                              "which the network needs")
+        if max_lr_crop is not None and crop > max_lr_crop:
+            raise ConfigError(f"{crop_key}: crop {crop} is larger than the LR frames allow ({max_lr_crop})")
+        if max_frames is not None and frames > max_frames:
+            raise ConfigError(f"{frames_key}: clip length {frames} is longer than the clips in the "
+                              f"dataset allow ({max_frames})")
+
+
+def _stage_lengths(total_iter: int, count: int, stage_iters: Sequence[int] | None, key_prefix: str) -> list[int]:
+    if stage_iters is None:
+        if total_iter < count:
+            raise ConfigError(f"{key_prefix}: total_iter={total_iter} is shorter than the {count} "
+                              "curriculum stages (each needs at least one iteration)")
+        base, remainder = divmod(total_iter, count)
+        return [base + (1 if index >= count - remainder else 0) for index in range(count)]
+    key = f"{key_prefix}.stage_iters"
+    lengths = _int_list(stage_iters, key)
+    _check_count(lengths, count, key)
+    if any(length <= 0 for length in lengths):
+        raise ConfigError(f"{key}: every stage needs a positive number of iterations, got {lengths}")
+    if sum(lengths) != total_iter:
+        raise ConfigError(f"{key}: sums to {sum(lengths)} but total_iter is {total_iter}")
+    return lengths
+
+
+def _stage_lrs(stage_lrs: Sequence[float | None] | None, count: int, key_prefix: str) -> list[float | None]:
+    if stage_lrs is None:
+        return [None] * count
+    key = f"{key_prefix}.stage_lrs"
+    lrs = _as_list(stage_lrs, key)
+    _check_count(lrs, count, key)
+    for lr in lrs:
+        if lr is None:
+            continue
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise ConfigError(f"{key}: entries must be positive numbers or null (base LR), got {lr!r}")
+    return [None if lr is None else float(lr) for lr in lrs]
+
+
+def _stage_batches(stage_batches: Sequence[int] | None, count: int, batch_per_device: int,
+                   key_prefix: str) -> list[int]:
+    if stage_batches is None:
+        return [batch_per_device] * count
+    key = f"{key_prefix}.stage_batches"
+    batches = _int_list(stage_batches, key)
+    _check_count(batches, count, key)
+    if any(batch <= 0 for batch in batches):
+        raise ConfigError(f"{key}: batch sizes must be positive, got {batches}")
+    return batches
+
+
+# -- small validators --------------------------------------------------------------------------
+
+
+def _check_kind(kind: str, key_prefix: str) -> None:
+    if kind in KINDS:
+        return
+    close = difflib.get_close_matches(str(kind), KINDS, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"{key_prefix}.kind: unknown curriculum '{kind}'{hint} (choose from {', '.join(KINDS)})")
+
+
+def _check_positive_int(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _as_list(values: object, key: str) -> list:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ConfigError(f"{key}: expected a list, got {values!r}")
+    return list(values)
+
+
+def _int_list(values: object, key: str) -> list[int]:
+    items = _as_list(values, key)
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ConfigError(f"{key}: entries must be integers, got {item!r}")
+    return items
+
+
+def _check_nonempty(values: list, key: str) -> None:
+    if not values:
+        raise ConfigError(f"{key}: the cycle is empty; give at least one size or leave it out for the default")
+
+
+def _check_count(values: list, count: int, key: str) -> None:
+    if len(values) != count:
+        raise ConfigError(f"{key}: has {len(values)} entries but the curriculum has {count} stages")
