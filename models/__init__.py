@@ -1,0 +1,165 @@
+"""Network registry: `build_network({"type": "BasicVSRM", **kwargs})`.
+
+An explicit dict of the networks the paper trains; nothing is discovered by scanning. Option
+mistakes (unknown type, misspelt argument, wrong value type, impossible value) raise one-line
+ConfigErrors that name the option key, e.g. `network_g.num_blocks: unknown argument ... (did
+you mean 'num_block'?)`.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from models.arch_util import InvalidArgument
+from models.basicvsr import BASICVSR_M_DEFAULTS, BasicVSR
+from models.edvr import EDVR, EDVR_M_DEFAULTS
+from vsr_accel.errors import ConfigError
+
+__all__ = ["build_network", "network_arguments", "is_recurrent", "required_multiple", "NETWORKS", "BasicVSR", "EDVR"]
+
+
+@dataclass(frozen=True)
+class NetworkEntry:
+    """A registered network: its class and the defaults a preset puts before the user's options."""
+
+    cls: type[nn.Module]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    # LR crop sides must be multiples of this (EDVR's PCD pyramid halves them twice).
+    crop_multiple: int = 1
+
+
+NETWORKS: dict[str, NetworkEntry] = {
+    "BasicVSR": NetworkEntry(BasicVSR),
+    "BasicVSRM": NetworkEntry(BasicVSR, BASICVSR_M_DEFAULTS),
+    "EDVR": NetworkEntry(EDVR, crop_multiple=4),
+    "EDVRM": NetworkEntry(EDVR, EDVR_M_DEFAULTS, crop_multiple=4),
+}
+
+
+def _closest(word: str, choices: list[str]) -> str | None:
+    matches = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not matches:  # also catch case-only slips like 'basicvsrm'
+        lowered = {choice.lower(): choice for choice in choices}
+        matches = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+        matches = [lowered[m] for m in matches]
+    return matches[0] if matches else None
+
+
+def _entry(network_type: Any, key: str) -> NetworkEntry:
+    if not isinstance(network_type, str) or network_type not in NETWORKS:
+        known = list(NETWORKS)
+        suggestion = _closest(network_type, known) if isinstance(network_type, str) else None
+        hint = f"did you mean '{suggestion}'? " if suggestion else ""
+        raise ConfigError(f"{key}.type: unknown network {network_type!r} ({hint}known: {', '.join(known)})")
+    return NETWORKS[network_type]
+
+
+def _parameters(cls: type[nn.Module]) -> dict[str, inspect.Parameter]:
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop("self")
+    return params
+
+
+def network_arguments(network_type: str) -> list[str]:
+    """Keyword arguments that `network_type` accepts (presets accept their base class's)."""
+    return list(_parameters(_entry(network_type, "network_g").cls))
+
+
+def _accepted_types(annotation: Any) -> tuple[type, ...]:
+    """Runtime types for an annotation such as `int`, `bool`, `int | None`, `str | PathLike | None`."""
+    members = typing.get_args(annotation) or (annotation,)
+    accepted: list[type] = []
+    for member in members:
+        member = typing.get_origin(member) or member  # os.PathLike[str] -> os.PathLike
+        accepted.append(type(None) if member is None else member)
+    return tuple(accepted)
+
+
+def _type_matches(value: Any, accepted: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in accepted:
+        return False  # YAML `true` must not pass as num_feat=1
+    if isinstance(value, int) and not isinstance(value, bool) and float in accepted:
+        return True
+    return isinstance(value, accepted)
+
+
+def _describe(accepted: tuple[type, ...]) -> str:
+    names = {int: "an integer", bool: "true/false", float: "a number", str: "a string",
+             type(None): "null (~)", os.PathLike: "a path"}
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in accepted))
+
+
+def _check_arguments(cls: type[nn.Module], kwargs: Mapping[str, Any], key: str, network_type: str) -> None:
+    params = _parameters(cls)
+    hints = typing.get_type_hints(cls.__init__)
+    for name, value in kwargs.items():
+        if name not in params:
+            suggestion = _closest(str(name), list(params))
+            hint = f"did you mean '{suggestion}'? " if suggestion else ""
+            raise ConfigError(f"{key}.{name}: unknown argument for {network_type} ({hint}valid: {', '.join(params)})")
+        accepted = _accepted_types(hints[name]) if name in hints else ()
+        if accepted and not _type_matches(value, accepted):
+            raise ConfigError(f"{key}.{name}: expected {_describe(accepted)}, got {value!r} ({type(value).__name__})")
+
+
+def build_network(spec: Mapping[str, Any], key: str = "network_g") -> nn.Module:
+    """Instantiate `spec["type"]` with the other entries as keyword arguments.
+
+    Presets (BasicVSRM, EDVRM) apply their defaults first, so any argument can be overridden.
+    `key` is the option path used in error messages (`network_g`, ...). A SpyNet checkpoint
+    that cannot be read raises CheckpointError from the constructor, naming the file.
+    """
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{key}: expected a mapping with a 'type' entry, got {type(spec).__name__}")
+    if "type" not in spec:
+        raise ConfigError(f"{key}.type: missing (known: {', '.join(NETWORKS)})")
+    network_type = spec["type"]
+    entry = _entry(network_type, key)
+    kwargs = {name: value for name, value in spec.items() if name != "type"}
+    _check_arguments(entry.cls, kwargs, key, network_type)
+    try:
+        return entry.cls(**{**entry.defaults, **kwargs})
+    except InvalidArgument as exc:
+        raise ConfigError(f"{key}.{exc.argument}: {exc.reason}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}: {network_type} rejected its arguments {kwargs}: {exc}") from exc
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The network inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            module = module.module
+        elif isinstance(getattr(module, "_orig_mod", None), nn.Module):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def is_recurrent(module: nn.Module) -> bool:
+    """True when the network restores every frame of the clip (output (b, t, 3, 4h, 4w), as
+    BasicVSR); False for sliding-window networks that restore the centre frame (EDVR)."""
+    network = _unwrap(module)
+    recurrent = getattr(type(network), "recurrent", None)
+    if not isinstance(recurrent, bool):
+        raise TypeError(f"is_recurrent: {type(network).__name__} is not a registered network")
+    return recurrent
+
+
+def required_multiple(network: str | Mapping[str, Any]) -> int:
+    """The LR crop's sides must be multiples of this: 4 for EDVR (16 with `hr_in`), 1 for BasicVSR.
+
+    Accepts a type name or a whole `network_g` spec (which can switch on EDVR's `hr_in`).
+    """
+    spec: Mapping[str, Any] = {"type": network} if isinstance(network, str) else network
+    entry = _entry(spec.get("type"), "network_g")
+    hr_in = {**entry.defaults, **spec}.get("hr_in", False)
+    return entry.crop_multiple * (4 if hr_in else 1)
+

@@ -1,0 +1,283 @@
+"""Frame storage: image folders ('disk') and BasicSR-layout LMDBs ('lmdb').
+
+A frame is addressed by a *key*: its path relative to the root, without extension
+(`000/00000000` for REDS, `00001/0001/im1` for Vimeo-90K). On disk the file is
+`<root>/<key>.<ext>`; in an LMDB the key is the LMDB key and the value the encoded PNG.
+
+BasicSR's LMDB layout::
+
+    name.lmdb/
+        data.mdb, lock.mdb     standard LMDB files
+        meta_info.txt          one line per image: `<key>.png (h,w,c) <compress_level>`
+
+Frames come back as BGR uint8 (OpenCV's order): the training datasets crop and augment the
+small uint8 patch and convert to RGB float32 only at the end, which is cheaper than converting
+whole frames. PNG is decoded whole (the format is a single deflate stream, so a crop cannot be
+decoded alone); what we can and do save is decoding only the frames of the sampled window.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from datasets.checks import OptionPathError, existing_dir
+from vsr_accel.errors import DataError
+
+LMDB_META_NAME = "meta_info.txt"
+_LMDB_META_LINE = re.compile(r"^(?P<name>\S+)\s+\((?P<h>\d+),\s*(?P<w>\d+),\s*(?P<c>\d+)\)\s+(?P<level>-?\d+)\s*$")
+
+
+def decode_image(data: bytes, culprit: str) -> np.ndarray:
+    """Encoded image bytes -> BGR uint8 (h, w, 3). `culprit` (a path or LMDB key) names the
+    source in the error, because a corrupt file deep inside a dataset is otherwise unfindable."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise DataError(f"{culprit}: cannot decode image (corrupt, truncated or not an image)")
+    return image
+
+
+def bgr_uint8_to_rgb_float(frames: np.ndarray) -> np.ndarray:
+    """(..., h, w, 3) BGR uint8 -> (..., 3, h, w) RGB float32 in [0, 1], the same values as
+    BasicSR's `img.astype(np.float32) / 255.` followed by its BGR->RGB conversion."""
+    rgb = np.ascontiguousarray(np.moveaxis(frames[..., ::-1], -1, -3))
+    return rgb.astype(np.float32) / np.float32(255.0)
+
+
+class DiskFrames:
+    """Frames stored as `<root>/<key>.<ext>` files."""
+
+    backend = "disk"
+
+    def __init__(self, root: Path, ext: str = "png"):
+        self.root = Path(root)
+        self.ext = ext
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.{self.ext}"
+
+    def describe(self, key: str) -> str:
+        return str(self.path(key))
+
+    def has(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def read(self, key: str) -> np.ndarray:
+        path = self.path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"{path}: frame not found") from None
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read frame ({exc.strerror or exc})") from None
+        return decode_image(data, str(path))
+
+    def close(self) -> None:
+        """Nothing to release; present so both stores can be used the same way."""
+
+
+# One read-only environment per LMDB and process, shared by every LmdbFrames on that path:
+# py-lmdb refuses to open the same files twice in one process. Keyed by the resolved path.
+_OPEN_ENVS: dict[str, tuple[int, object]] = {}
+
+
+def _shared_environment(path: Path):
+    import lmdb  # imported here so disk-only users never need the module
+
+    key = str(path.resolve())
+    entry = _OPEN_ENVS.get(key)
+    if entry is not None and entry[0] != os.getpid():
+        # Inherited through fork (a DataLoader worker started after the parent read frames).
+        # LMDB environments must not be used after fork, and py-lmdb refuses a second open
+        # while the inherited one exists; closing a read-only, lock-free environment in the
+        # child only unmaps it here, the parent's stays valid. Then open our own.
+        entry[1].close()
+        entry = None
+    if entry is None:
+        try:
+            env = lmdb.open(key, readonly=True, lock=False, readahead=False, meminit=False, max_readers=512)
+        except lmdb.Error as exc:
+            raise DataError(f"{path}: cannot open LMDB ({exc})") from None
+        entry = _OPEN_ENVS[key] = (os.getpid(), env)
+    return entry[1]
+
+
+class LmdbFrames:
+    """Frames in a BasicSR-layout LMDB.
+
+    The LMDB environment is opened lazily, once per process, and is never an attribute: a
+    pickled dataset (spawn/forkserver DataLoader workers) carries only the path, and a forked
+    worker replaces the environment it inherited with its own (see `_shared_environment`).
+    """
+
+    backend = "lmdb"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def describe(self, key: str) -> str:
+        return f"key '{key}' in {self.path}"
+
+    def get_bytes(self, key: str) -> bytes | None:
+        with _shared_environment(self.path).begin(write=False, buffers=False) as txn:
+            return txn.get(key.encode("ascii"))
+
+    def has(self, key: str) -> bool:
+        return self.get_bytes(key) is not None
+
+    def read(self, key: str) -> np.ndarray:
+        data = self.get_bytes(key)
+        if data is None:
+            raise DataError(f"{self.path}: key '{key}' not found in the LMDB")
+        return decode_image(data, self.describe(key))
+
+    def is_open(self) -> bool:
+        entry = _OPEN_ENVS.get(str(self.path.resolve()))
+        return entry is not None and entry[0] == os.getpid()
+
+    def close(self) -> None:
+        """Close this process's environment for the path (the datasets do so after their
+        start-up checks); the next read reopens it."""
+        entry = _OPEN_ENVS.pop(str(self.path.resolve()), None)
+        if entry is not None and entry[0] == os.getpid():
+            entry[1].close()
+
+
+FrameStore = DiskFrames | LmdbFrames
+
+
+@dataclass(frozen=True)
+class LmdbEntry:
+    key: str
+    shape: tuple[int, int, int]
+    compress_level: int
+
+
+def check_lmdb_folder(path: Path, option_key: str) -> None:
+    """An LMDB root must hold data.mdb and BasicSR's meta_info.txt; say which one is missing."""
+    if not (path / "data.mdb").is_file():
+        raise OptionPathError(option_key, f"{path} is not an LMDB (no data.mdb)")
+    if not (path / LMDB_META_NAME).is_file():
+        raise OptionPathError(option_key, f"{path} has no {LMDB_META_NAME} (BasicSR's LMDB layout lists every "
+                                          "key there; rebuild it with scripts/create_lmdb.py)")
+
+
+def read_lmdb_meta(path: Path) -> Iterator[LmdbEntry]:
+    """Entries of `<lmdb>/meta_info.txt`, in file order."""
+    meta = Path(path) / LMDB_META_NAME
+    with open(meta, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            match = _LMDB_META_LINE.match(line.strip())
+            if match is None:
+                raise DataError(f"{meta}:{number}: expected '<key>.png (h,w,c) <compress_level>', got {line.strip()!r}")
+            name = match["name"]
+            key = name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else name
+            shape = (int(match["h"]), int(match["w"]), int(match["c"]))
+            yield LmdbEntry(key=key, shape=shape, compress_level=int(match["level"]))
+
+
+def format_lmdb_meta_line(key: str, shape: tuple[int, ...], compress_level: int) -> str:
+    h, w = shape[:2]
+    c = shape[2] if len(shape) > 2 else 1
+    return f"{key}.png ({h},{w},{c}) {compress_level}\n"
+
+
+class LmdbWriter:
+    """Writes encoded PNGs into a new BasicSR-layout LMDB (used by scripts/create_lmdb.py).
+
+    The map size grows on demand, so no size estimate is needed up front; commits are batched
+    because one transaction per image is slow.
+    """
+
+    def __init__(self, path: Path, compress_level: int = 1, batch: int = 5000, map_size: int = 1 << 30):
+        import lmdb
+
+        self.path = Path(path)
+        if self.path.exists():
+            raise DataError(f"{self.path}: already exists; remove it or choose another output path")
+        self.compress_level = compress_level
+        self.batch = batch
+        self._lmdb = lmdb
+        self.path.mkdir(parents=True)
+        self._env = lmdb.open(str(self.path), map_size=map_size)
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._meta = open(self.path / LMDB_META_NAME, "w", encoding="utf-8")
+        self.count = 0
+        self.bytes_written = 0
+
+    def put_encoded(self, key: str, data: bytes, shape: tuple[int, ...]) -> None:
+        try:
+            key_bytes = key.encode("ascii")
+        except UnicodeEncodeError:
+            raise DataError(f"{self.path}: key '{key}' is not ASCII (LMDB keys follow BasicSR: ASCII only)") from None
+        self._pending.append((key_bytes, data))
+        self._meta.write(format_lmdb_meta_line(key, shape, self.compress_level))
+        self.count += 1
+        self.bytes_written += len(data)
+        if len(self._pending) >= self.batch:
+            self._commit()
+
+    def _commit(self) -> None:
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    for key_bytes, data in self._pending:
+                        txn.put(key_bytes, data)
+                break
+            except self._lmdb.MapFullError:
+                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+        self._pending.clear()
+
+    def close(self) -> None:
+        self._commit()
+        self._env.close()
+        self._meta.close()
+
+    def __enter__(self) -> "LmdbWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def png_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from a PNG's IHDR chunk without decoding; None if not a PNG."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+
+
+def open_store(backend: str, option_key: str, root: object, ext: str = "png") -> FrameStore:
+    """Check the root an option points at (folder, or LMDB with its meta_info.txt) and wrap it."""
+    path = existing_dir(option_key, root)
+    if backend == "lmdb":
+        check_lmdb_folder(path, option_key)
+        return LmdbFrames(path)
+    return DiskFrames(path, ext)
+
+
+def check_keys_exist(store: FrameStore, keys: list[str], listed_by: str) -> None:
+    """Start-up check that a few keys a meta-info source promises are really stored."""
+    for key in keys:
+        if not store.has(key):
+            raise DataError(f"{listed_by} lists frame '{key}', but {store.describe(key)} does not exist")

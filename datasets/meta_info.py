@@ -1,0 +1,110 @@
+"""Clip lists: BasicSR meta-info files, frame folders and LMDB key lists.
+
+A clip meta-info line is `<clip> <num_frames> (<h>,<w>,<c>)`, e.g. `000 100 (720,1280,3)` for
+REDS or `00001/0001 7 (256,448,3)` for Vimeo-90K; the shape is the GT frame shape. Vimeo's own
+list files (`sep_trainlist.txt`: one `00001/0001` per line) are accepted too: the count and the
+shape are then unknown. Unlike BasicSR, which assumes 100 frames per REDS clip, the frame count
+is read per clip, so shorter clips (the demo's) work.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets.io import png_size, read_lmdb_meta
+from vsr_accel.errors import DataError
+
+_SHAPE = re.compile(r"^\((\d+),\s*(\d+),\s*(\d+)\)$")
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    name: str
+    num_frames: int | None  # None when the list file does not say
+    gt_shape: tuple[int, int, int] | None = None  # (h, w, c) of the GT frames, when known
+
+
+def read_clip_meta(path: Path) -> list[ClipInfo]:
+    clips: list[ClipInfo] = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            clips.append(_parse_clip_line(parts, f"{path}:{number}"))
+    if not clips:
+        raise DataError(f"{path}: meta-info file lists no clips")
+    return clips
+
+
+def _parse_clip_line(parts: list[str], where: str) -> ClipInfo:
+    name, count, shape = parts[0], None, None
+    if len(parts) >= 2:
+        if not parts[1].isdigit() or int(parts[1]) <= 0:
+            raise DataError(f"{where}: expected '<clip> <num_frames> (h,w,c)', got {' '.join(parts)!r}")
+        count = int(parts[1])
+    if len(parts) >= 3:
+        match = _SHAPE.match("".join(parts[2:]))
+        if match is None:
+            raise DataError(f"{where}: expected a shape like (720,1280,3), got {' '.join(parts[2:])!r}")
+        shape = (int(match[1]), int(match[2]), int(match[3]))
+    return ClipInfo(name=name, num_frames=count, gt_shape=shape)
+
+
+def format_clip_meta(clips: Iterable[ClipInfo]) -> str:
+    lines = []
+    for clip in clips:
+        h, w, c = clip.gt_shape or (0, 0, 0)
+        lines.append(f"{clip.name} {clip.num_frames} ({h},{w},{c})\n")
+    return "".join(lines)
+
+
+def frame_files(folder: Path, ext: str) -> list[Path]:
+    """The frames of one clip folder, sorted by name (zero-padded numbers sort correctly)."""
+    return sorted(p for p in folder.iterdir() if p.suffix == f".{ext}" and p.is_file())
+
+
+def scan_clip_folders(root: Path, ext: str) -> list[ClipInfo]:
+    """Clips of a `<root>/<clip>/<frame>.<ext>` tree, with frame counts; GT shape read from the
+    first frame's PNG header (no decoding)."""
+    clips = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = frame_files(folder, ext)
+        if not files:
+            raise DataError(f"{folder}: clip folder has no .{ext} frames")
+        size = png_size(files[0])
+        clips.append(ClipInfo(folder.name, len(files), (*size, 3) if size else None))
+    if not clips:
+        raise DataError(f"{root}: no clip folders (expected <root>/<clip>/<frame>.{ext})")
+    return clips
+
+
+def lmdb_frames_by_clip(path: Path) -> dict[str, list[str]]:
+    """Group an LMDB's keys by clip: the key minus its last component (`000/00000012` -> clip
+    `000`, frame `00000012`; `00001/0001/im3` -> `00001/0001`, `im3`), in meta_info.txt order."""
+    frames: dict[str, list[str]] = {}
+    for entry in read_lmdb_meta(path):
+        if "/" not in entry.key:
+            raise DataError(f"{path}: key '{entry.key}' has no clip folder (expected e.g. 000/00000000)")
+        clip, frame = entry.key.rsplit("/", 1)
+        frames.setdefault(clip, []).append(frame)
+    if not frames:
+        raise DataError(f"{path}: the LMDB's meta_info.txt lists no keys")
+    return frames
+
+
+def clips_from_lmdb(path: Path) -> list[ClipInfo]:
+    """Clips of an LMDB with their frame counts and GT shapes (from its meta_info.txt)."""
+    counts: dict[str, int] = {}
+    shapes: dict[str, tuple[int, int, int]] = {}
+    for entry in read_lmdb_meta(path):
+        if "/" not in entry.key:
+            raise DataError(f"{path}: key '{entry.key}' has no clip folder (expected e.g. 000/00000000)")
+        clip = entry.key.rsplit("/", 1)[0]
+        counts[clip] = counts.get(clip, 0) + 1
+        shapes.setdefault(clip, entry.shape)
+    if not counts:
+        raise DataError(f"{path}: the LMDB's meta_info.txt lists no keys")
+    return [ClipInfo(name, count, shapes[name]) for name, count in counts.items()]

@@ -1,0 +1,47 @@
+"""Array operations on frame stacks (numpy, (..., h, w, c)): crop origin, flips, transposes.
+
+The semantics follow BasicSR's `paired_random_crop` and `augment`: the GT crop is the LR crop
+scaled by `scale` at the same location, and one draw of (hflip, vflip, rot90) is applied to every
+frame of a sample, LR and GT alike. 'Rotation' is BasicSR's vertical flip plus h/w transpose,
+which together with hflip gives all eight dihedral orientations.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def random_crop_origin(rng: np.random.Generator, frame_hw: tuple[int, int],
+                       crop_hw: tuple[int, int]) -> tuple[int, int]:
+    """(top, left) of a crop, uniform over every position where it fits (caller checks fit)."""
+    (h, w), (ch, cw) = frame_hw, crop_hw
+    return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+
+
+def crop(frame: np.ndarray, top: int, left: int, crop_hw: tuple[int, int]) -> np.ndarray:
+    return frame[top:top + crop_hw[0], left:left + crop_hw[1]]
+
+
+def draw_augmentation(rng: np.random.Generator, use_hflip: bool, use_rot: bool) -> tuple[bool, bool, bool]:
+    """(hflip, vflip, rot90), each with probability 1/2 when enabled, as BasicSR's `augment`."""
+    hflip = use_hflip and rng.random() < 0.5
+    vflip = use_rot and rng.random() < 0.5
+    rot90 = use_rot and rng.random() < 0.5
+    return bool(hflip), bool(vflip), bool(rot90)
+
+
+def augment(frames: np.ndarray, hflip: bool, vflip: bool, rot90: bool) -> np.ndarray:
+    """Apply BasicSR's augmentation to a stack (..., h, w, c): horizontal flip, then vertical
+    flip, then h/w transpose, in that order (the order changes the result)."""
+    if hflip:
+        frames = frames[..., :, ::-1, :]
+    if vflip:
+        frames = frames[..., ::-1, :, :]
+    if rot90:
+        frames = np.swapaxes(frames, -3, -2)
+    return frames
+
+
+def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
+    """Drop the bottom/right rows and columns that make h or w not a multiple of `scale`."""
+    h, w = image.shape[:2]
+    return image[:h - h % scale, :w - w % scale]

@@ -1,0 +1,167 @@
+"""Whole-clip test/validation datasets: recurrent models see every frame of a clip at once.
+
+`dataset[i]` -> `{"lq": (T,3,h,w), "gt": (T,3,sh,sw), "clip": str, "frame_names": [str]}`,
+float32 RGB in [0, 1]; frame names are file names without extension, so outputs can be saved
+under the same names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from datasets import checks
+from datasets.io import FrameStore, bgr_uint8_to_rgb_float, check_keys_exist, open_store
+from datasets.meta_info import frame_files, lmdb_frames_by_clip, read_clip_meta
+from datasets.vimeo import SEPTUPLET, check_septuplets, list_septuplets, septuplet_key
+from vsr_accel.errors import DataError
+
+
+def read_clip_pair(lq_store: FrameStore, gt_store: FrameStore, keys: list[str],
+                   scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """All frames of a clip as BGR uint8 stacks, checking one LR size per clip and GT = scale x LR."""
+    lq_frames, gt_frames = [], []
+    for key in keys:
+        lq, gt = lq_store.read(key), gt_store.read(key)
+        if lq_frames and lq.shape != lq_frames[0].shape:
+            raise DataError(f"{lq_store.describe(key)}: LR frame is {lq.shape[0]}x{lq.shape[1]}, but "
+                            f"{lq_store.describe(keys[0])} is {lq_frames[0].shape[0]}x{lq_frames[0].shape[1]} "
+                            "(one size per clip)")
+        if gt.shape[:2] != (lq.shape[0] * scale, lq.shape[1] * scale):
+            raise DataError(f"{gt_store.describe(key)} is {gt.shape[0]}x{gt.shape[1]} but its LR frame "
+                            f"{lq_store.describe(key)} is {lq.shape[0]}x{lq.shape[1]}: GT must be {scale}x the LR "
+                            f"size ({lq.shape[0] * scale}x{lq.shape[1] * scale})")
+        lq_frames.append(lq)
+        gt_frames.append(gt)
+    return np.stack(lq_frames), np.stack(gt_frames)
+
+
+def _as_sample(lq: np.ndarray, gt: np.ndarray, clip: str, names: list[str]) -> dict:
+    return {"lq": torch.from_numpy(bgr_uint8_to_rgb_float(lq)), "gt": torch.from_numpy(bgr_uint8_to_rgb_float(gt)),
+            "clip": clip, "frame_names": list(names)}
+
+
+class VideoRecurrentTestDataset(Dataset):
+    """Frame-folder test sets (REDS4, Vid4, the demo's held-out clip): `<root>/<clip>/<frame>.png`
+    for LQ and GT, or two LMDBs with keys `<clip>/<frame>` (BasicSR's VideoRecurrentTestDataset).
+
+    Clips are the lines of `meta_info_file` (first token), else the LQ root's sub-folders (disk)
+    or the LQ LMDB's clips. LQ and GT must hold the same frame names, checked at construction
+    (listing folders only); images are decoded and their sizes checked when a clip is loaded.
+    `cache_data` keeps decoded uint8 clips in memory after their first load (per process:
+    REDS4 takes about 1.2 GB), for repeated validation.
+    """
+
+    def __init__(self, *, dataroot_gt: str | Path, dataroot_lq: str | Path, meta_info_file: str | Path | None = None,
+                 io_backend: str | dict = "disk", scale: int = 4, filename_ext: str = "png", cache_data: bool = False):
+        backend = checks.io_backend_type(io_backend)
+        self.scale = checks.positive_int("scale", scale)
+        self.cache_data = checks.boolean("cache_data", cache_data)
+        ext = checks.file_extension("filename_ext", filename_ext)
+        self.gt_store = open_store(backend, "dataroot_gt", dataroot_gt, ext)
+        self.lq_store = open_store(backend, "dataroot_lq", dataroot_lq, ext)
+        names, source = self._clip_names(meta_info_file)
+        if backend == "lmdb":
+            self.frames = self._frames_from_lmdb(names, source or f"{self.lq_store.location}/meta_info.txt")
+        else:
+            self.frames = {clip: self._frames_from_folders(clip, ext) for clip in names or self._lq_folders()}
+        self.clips = list(self.frames)
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _clip_names(self, meta_info_file: Any) -> tuple[list[str] | None, str | None]:
+        """Clip names listed by the meta-info file (and its path), or (None, None) to scan."""
+        if meta_info_file is None:
+            return None, None
+        path = checks.existing_file("meta_info_file", meta_info_file)
+        return [clip.name for clip in read_clip_meta(path)], str(path)
+
+    def _lq_folders(self) -> list[str]:
+        root = Path(self.lq_store.location)
+        names = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not names:
+            raise DataError(f"{root}: no clip folders (expected <root>/<clip>/<frame>.png)")
+        return names
+
+    def _frames_from_folders(self, clip: str, ext: str) -> list[str]:
+        lq_dir, gt_dir = Path(self.lq_store.location) / clip, Path(self.gt_store.location) / clip
+        for folder in (lq_dir, gt_dir):
+            if not folder.is_dir():
+                raise DataError(f"{folder}: clip folder not found")
+        lq_names = [p.stem for p in frame_files(lq_dir, ext)]
+        gt_names = [p.stem for p in frame_files(gt_dir, ext)]
+        if not lq_names:
+            raise DataError(f"{lq_dir}: clip folder has no .{ext} frames")
+        if lq_names != gt_names:
+            only_lq = sorted(set(lq_names) - set(gt_names))
+            only_gt = sorted(set(gt_names) - set(lq_names))
+            culprit = gt_dir / f"{only_lq[0]}.{ext}" if only_lq else lq_dir / f"{only_gt[0]}.{ext}"
+            raise DataError(f"{culprit}: missing ({len(lq_names)} LQ vs {len(gt_names)} GT frames in clip '{clip}')")
+        return lq_names
+
+    def _frames_from_lmdb(self, names: list[str] | None, source: str) -> dict[str, list[str]]:
+        available = lmdb_frames_by_clip(Path(self.lq_store.location))
+        chosen = names if names is not None else list(available)
+        try:
+            frames = {}
+            for clip in chosen:
+                if clip not in available:
+                    raise DataError(f"{source} lists clip '{clip}', which {self.lq_store.location} does not hold")
+                frames[clip] = available[clip]
+                keys = [f"{clip}/{frames[clip][0]}", f"{clip}/{frames[clip][-1]}"]
+                check_keys_exist(self.gt_store, keys, source)
+            return frames
+        finally:
+            self.gt_store.close()
+            self.lq_store.close()
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict:
+        clip = self.clips[index]
+        names = self.frames[clip]
+        if clip in self._cache:
+            lq, gt = self._cache[clip]
+        else:
+            lq, gt = read_clip_pair(self.lq_store, self.gt_store, [f"{clip}/{n}" for n in names], self.scale)
+            if self.cache_data:
+                self._cache[clip] = (lq, gt)
+        return _as_sample(lq, gt, clip, names)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cache"] = {}  # never ship decoded clips to workers
+        return state
+
+
+class Vimeo90KTestDataset(Dataset):
+    """Vimeo-90K-T: each septuplet is one clip, `{"lq": (7,3,h,w), "gt": (7,3,sh,sw),
+    "clip": "00001/0266", "frame_names": ["im1", ..., "im7"]}`.
+
+    For comparable numbers: BasicSR and MMagic report Vimeo-90K-T PSNR/SSIM on the Y channel
+    (`test_y_channel: true`), over all seven frames for recurrent models (MMagic's
+    SRVimeo90KMultipleGTDataset) and on im4 only for EDVR (BasicSR's VideoTestVimeo90KDataset).
+    The evaluator chooses; this dataset returns all seven frames.
+    """
+
+    def __init__(self, *, dataroot_gt: str | Path, dataroot_lq: str | Path, meta_info_file: str | Path | None = None,
+                 io_backend: str | dict = "disk", scale: int = 4, filename_ext: str = "png"):
+        backend = checks.io_backend_type(io_backend)
+        self.scale = checks.positive_int("scale", scale)
+        ext = checks.file_extension("filename_ext", filename_ext)
+        self.gt_store = open_store(backend, "dataroot_gt", dataroot_gt, ext)
+        self.lq_store = open_store(backend, "dataroot_lq", dataroot_lq, ext)
+        self.clips, source = list_septuplets(backend, meta_info_file, self.lq_store)
+        check_septuplets(self.clips, source, self.lq_store, self.gt_store, SEPTUPLET)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict:
+        clip = self.clips[index]
+        keys = [septuplet_key(clip, f) for f in SEPTUPLET]
+        lq, gt = read_clip_pair(self.lq_store, self.gt_store, keys, self.scale)
+        return _as_sample(lq, gt, clip, [f"im{f}" for f in SEPTUPLET])

