@@ -141,7 +141,9 @@ class Options:
     manual_seed: int = 0
     deterministic: bool = False
     is_train: bool = True
-    find_unused_parameters: bool = False  # BasicSR key; DDP is re-wrapped when fix_flow ends instead
+    # DDP: SpyNet skips its coarsest pyramid levels on crops below 33 px, so some parameters get no
+    # gradient in the curriculum's small stages (BasicSR's BasicVSR options set this too).
+    find_unused_parameters: bool = True
     dist_params: DistOptions = field(default_factory=DistOptions)
     path: PathOptions = field(default_factory=PathOptions)
     val: ValOptions | None = None

@@ -1,0 +1,519 @@
+"""Train a video super-resolution model, optionally with the multigrid curriculum.
+
+Launch (the options file holds everything; `--set` overrides any key):
+
+    python train.py -opt options/demo_cpu.yml                      # one device, no torch.distributed
+    python -m torch.distributed.run --nproc_per_node=8 train.py -opt options/basicvsr_m_multigrid.yml
+    python -m torch.distributed.run --nproc_per_node=2 train.py -opt options/demo_cpu_multigrid.yml  # gloo on CPU
+    python train.py -opt options/basicvsr_m_multigrid.yml --plan [--json]   # print the curriculum, train nothing
+    python train.py -opt X --auto_resume                             # continue from the newest good state
+    python train.py -opt X --set train.total_iter=1000 --set datasets.train.batch_size_per_gpu=2
+
+The recipe reads top to bottom: options -> processes -> model, data, curriculum, LR -> resume ->
+loop (step, log, validate, save) -> finish. Components take explicit arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from vsr_accel import checkpoint as ckpt
+from vsr_accel.curriculum import Schedule, build_schedule
+from vsr_accel.distributed import DistContext, all_reduce_mean_, barrier, init_distributed, shutdown
+from vsr_accel.ema import EMA
+from vsr_accel.errors import CheckpointError, ConfigError, VSRError
+from vsr_accel.evaluation import evaluate, restore_clip
+from vsr_accel.losses import build_pixel_loss
+from vsr_accel.lr import LRSchedule
+from vsr_accel.options import Options, load_options
+from vsr_accel.plan import format_plan, plan_dict
+from vsr_accel.rng import rng_state, seed_everything, set_rng_state
+from vsr_accel.runlog import RunLogger
+from vsr_accel.sampler import MultigridBatchSampler
+
+import datasets
+import models
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-opt", "--opt", required=True, help="options YAML (BasicSR layout)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override an option, e.g. --set train.total_iter=1000 (repeatable)")
+    p.add_argument("--force_yml", nargs="+", default=[], metavar="KEY:PATH=VALUE",
+                   help="BasicSR's spelling of --set (train:total_iter=1000)")
+    p.add_argument("--auto_resume", action="store_true", help="resume from the newest good training state")
+    p.add_argument("--force-resume", action="store_true",
+                   help="resume even if the options or curriculum changed (prints what changed)")
+    p.add_argument("--plan", action="store_true", help="print the curriculum and exit")
+    p.add_argument("--json", action="store_true", help="with --plan: print JSON")
+    p.add_argument("--world-size", type=int, default=None, help="with --plan: devices to plan for")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    p.add_argument("--launcher", default="none", help="accepted for BasicSR compatibility; torchrun decides")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except VSRError as exc:
+        if args.debug:
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except torch.OutOfMemoryError as exc:
+        if args.debug:
+            raise
+        print("error: out of memory during training; reduce datasets.train.batch_size_per_gpu, "
+              "train.curriculum.lr_crops / gt_size, or enable train.checkpoint_propagation "
+              f"({str(exc).splitlines()[0]})", file=sys.stderr)
+        return 3
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing line of an error; a DataLoader worker re-raises our errors with the
+    worker's traceback folded into the message, whose last line is the original message."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if last.startswith(type(exc).__module__) or ": " in last[:60] else last
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks (options -> explicit arguments happens here, at the boundary)
+# --------------------------------------------------------------------------------------------
+def build_curriculum(opt: Options, max_frames: int | None, crop_multiple: int) -> Schedule:
+    section = opt.dataset_section("train")
+    cur = opt.train.curriculum
+    return build_schedule(
+        cur.type, total_iter=opt.train.total_iter, lr_crop=section["gt_size"] // opt.scale,
+        num_frames=section["num_frame"], batch_per_device=section["batch_size_per_gpu"],
+        lr_crops=cur.lr_crops, frame_counts=cur.frame_counts, stage_iters=cur.stage_iters,
+        stage_lrs=cur.stage_lrs, stage_batches=cur.stage_batches, crop_multiple=crop_multiple,
+        max_frames=max_frames, key_prefix="train.curriculum")
+
+
+def build_lr_schedule(opt: Options, schedule: Schedule, world_size: int) -> LRSchedule:
+    tr = opt.train
+    return LRSchedule(schedule, base_lr=tr.optim_g.lr, base_batch=tr.base_batch, world_size=world_size,
+                      grad_accum=tr.grad_accum, eta_min=tr.scheduler.eta_min,
+                      warmup_iter=max(tr.warmup_iter, 0), warmup=tr.warmup if tr.warmup_iter > 0 else "none",
+                      warmup_factor=tr.warmup_factor)
+
+
+def flow_parameter_names(model: torch.nn.Module) -> list[str]:
+    """BasicSR's VideoRecurrentModel treats `spynet` (BasicVSR) and `edvr` (IconVSR) as the flow part."""
+    return [n for n, _ in model.named_parameters() if n.startswith(("spynet.", "edvr."))]
+
+
+def build_optimizer(opt: Options, model: torch.nn.Module) -> torch.optim.Optimizer:
+    tr, o = opt.train, opt.train.optim_g
+    flow = set(flow_parameter_names(model))
+    groups = [{"params": [p for n, p in model.named_parameters() if n not in flow], "lr_mul": 1.0}]
+    if flow:
+        groups.append({"params": [p for n, p in model.named_parameters() if n in flow], "lr_mul": tr.flow_lr_mul})
+    cls = torch.optim.AdamW if o.type == "AdamW" else torch.optim.Adam
+    kwargs: dict[str, Any] = dict(lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+    if o.fused is not None:
+        kwargs["fused"] = o.fused
+    elif o.foreach is not None:
+        kwargs["foreach"] = o.foreach
+    return cls(groups, **kwargs)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_mul"]
+
+
+def set_flow_frozen(model: torch.nn.Module, frozen: bool) -> None:
+    """BasicSR's `fix_flow`: the flow network is frozen for the first iterations."""
+    names = set(flow_parameter_names(model))
+    for name, param in model.named_parameters():
+        if name in names:
+            param.requires_grad_(not frozen)
+
+
+def wrap_ddp(model: torch.nn.Module, ctx: DistContext, find_unused: bool) -> torch.nn.Module:
+    """DDP registers only parameters that require grad when it is built, so the model is wrapped
+    again whenever `fix_flow` freezes or unfreezes the flow network."""
+    if not ctx.is_distributed:
+        return model
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
+
+
+def build_train_loader(opt: Options, dataset, schedule: Schedule, ctx: DistContext, start_iter: int,
+                       seed: int) -> tuple[torch.utils.data.DataLoader, MultigridBatchSampler]:
+    section = opt.dataset_section("train")
+    sampler = MultigridBatchSampler(schedule, len(dataset), rank=ctx.rank, world_size=ctx.world_size,
+                                    grad_accum=opt.train.grad_accum, seed=seed)
+    sampler.set_start_iter(start_iter)
+    workers = int(section.get("num_worker_per_gpu", 0))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=workers,
+        pin_memory=bool(section.get("pin_memory", ctx.device.type == "cuda")),
+        persistent_workers=workers > 0 and bool(section.get("persistent_workers", True)),
+        prefetch_factor=2 if workers > 0 else None)
+    return loader, sampler
+
+
+# --------------------------------------------------------------------------------------------
+# run folder, checkpoints, resume
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RunDirs:
+    root: Path
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def states(self) -> Path:
+        return self.root / "training_states"
+
+    @property
+    def tb(self) -> Path:
+        return self.root / "tb_logger"
+
+
+def prepare_run_dir(opt: Options, auto_resume: bool, ctx: DistContext) -> RunDirs:
+    """experiments/<name>/ as in BasicSR. A fresh (non-resumed) run never overwrites an old one:
+    the old folder is renamed `<name>_archived_<time>` (BasicSR's behaviour)."""
+    dirs = RunDirs(Path(opt.path.experiments_root) / opt.name)
+    if ctx.is_main:
+        if dirs.root.exists() and not auto_resume and opt.path.resume_state is None and any(dirs.root.iterdir()):
+            archived = dirs.root.with_name(f"{dirs.root.name}_archived_{time.strftime('%Y%m%d_%H%M%S')}")
+            dirs.root.rename(archived)
+            print(f"note: existing {dirs.root} moved to {archived}")
+        for folder in (dirs.root, dirs.models, dirs.states):
+            folder.mkdir(parents=True, exist_ok=True)
+        resolved = dirs.root / "options.yml"
+        tmp = resolved.with_suffix(".yml.tmp")
+        tmp.write_text(yaml.safe_dump(opt.to_dict(), sort_keys=False))
+        os.replace(tmp, resolved)
+    barrier(ctx)
+    return dirs
+
+
+def schedule_fingerprint(schedule: Schedule) -> str:
+    return json.dumps([dataclasses.asdict(s) for s in schedule.stages], sort_keys=True)
+
+
+def find_resume_state(opt: Options, dirs: RunDirs, auto_resume: bool) -> tuple[Path, dict] | None:
+    if opt.path.resume_state:
+        path = Path(opt.path.resume_state)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: path.resume_state does not exist")
+        return path, ckpt.read_training_state(path)
+    if auto_resume:
+        return ckpt.latest_good_state(dirs.states)
+    return None
+
+
+def check_resume_compatible(state: dict, opt: Options, schedule: Schedule, source: Path, force: bool) -> None:
+    changes = []
+    if state.get("options_hash") != opt.results_hash():
+        changes.append("options that change results (model, data, optimizer, curriculum or LR)")
+    if state.get("schedule") != schedule_fingerprint(schedule):
+        changes.append("the curriculum's stages")
+    if not changes:
+        return
+    message = f"{source}: cannot resume: {' and '.join(changes)} differ from the checkpoint's"
+    if not force:
+        raise CheckpointError(message + " (pass --force-resume to continue anyway)")
+    print(f"warning: {message}; continuing because of --force-resume", file=sys.stderr)
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything a resume needs, gathered in one place."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    sampler: MultigridBatchSampler
+    ema: EMA | None
+    scaler: torch.amp.GradScaler | None
+
+
+def save_checkpoint(ts: TrainState, it: int, opt: Options, schedule: Schedule, dirs: RunDirs,
+                    ctx: DistContext, train_seconds: float) -> None:
+    """Weights in BasicSR's format (`models/net_g_<iter>.pth`) and the full training state
+    (`training_states/<iter>.state`, written last: it is the commit point of a save)."""
+    rngs = rng_state()
+    all_rngs = [rngs]
+    if ctx.is_distributed:
+        all_rngs = [None] * ctx.world_size
+        torch.distributed.all_gather_object(all_rngs, rngs)
+    if not ctx.is_main:
+        return
+    weights = {"params": ts.model.state_dict()}
+    if ts.ema is not None:
+        weights["params_ema"] = ts.ema.state_dict()
+    ckpt.atomic_save(weights, dirs.models / f"net_g_{it}.pth")
+    state = {
+        "iter": it, "network": weights, "optimizer": ts.optimizer.state_dict(),
+        "sampler": ts.sampler.state_dict(next_iter=it), "rng": all_rngs, "world_size": ctx.world_size,
+        "scaler": ts.scaler.state_dict() if ts.scaler is not None else None,
+        "options_hash": opt.results_hash(), "schedule": schedule_fingerprint(schedule),
+        "train_seconds": train_seconds,
+    }
+    ckpt.atomic_save(state, dirs.states / f"{it}.state")
+    ckpt.prune(dirs.states, "{iter}.state", opt.logger.keep_last)
+    ckpt.prune(dirs.models, "net_g_{iter}.pth", opt.logger.keep_last)
+
+
+def restore_state(ts: TrainState, state: dict, ctx: DistContext) -> None:
+    ckpt.load_weights_strict(ts.model, state["network"]["params"], "training state")
+    if ts.ema is not None and "params_ema" in state["network"]:
+        ts.ema.load_state_dict(state["network"]["params_ema"])
+    ts.optimizer.load_state_dict(state["optimizer"])
+    ts.sampler.load_state_dict(state["sampler"])
+    if ts.scaler is not None and state.get("scaler"):
+        ts.scaler.load_state_dict(state["scaler"])
+    rngs = state.get("rng") or []
+    if len(rngs) == ctx.world_size:
+        set_rng_state(rngs[ctx.rank])
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+def validate(model: torch.nn.Module, val_set, opt: Options, device: torch.device, window: int | None) -> dict:
+    metric_opts = opt.val.metrics if opt.val else {}
+    psnr = metric_opts.get("psnr", {})
+    table = evaluate(lambda lq: restore_clip(model, lq, device, window), val_set,
+                     crop_border=int(psnr.get("crop_border", 0)),
+                     test_y_channel=bool(psnr.get("test_y_channel", False)),
+                     center_frame_only=opt.val.center_frame_only if opt.val else False,
+                     max_clips=opt.val.max_clips if opt.val else None)
+    return {"psnr": table.psnr, "ssim": table.ssim}
+
+
+# --------------------------------------------------------------------------------------------
+# the recipe
+# --------------------------------------------------------------------------------------------
+class StopFlag:
+    """SIGTERM/SIGINT (what schedulers send before preemption) ask for a save and a clean exit.
+
+    On one device the flag is read after every step. Under DDP the ranks must agree on the step
+    at which they stop, which costs a collective, so they agree every `check_every` steps."""
+
+    def __init__(self, check_every: int = 10) -> None:
+        self.requested = False
+        self.check_every = check_every
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def should_stop(self, done: int, ctx: DistContext) -> bool:
+        if not ctx.is_distributed:
+            return self.requested
+        if done % self.check_every:
+            return False
+        flag = torch.tensor([float(self.requested)], device=ctx.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+def run(args: argparse.Namespace) -> int:
+    opt = load_options(args.opt, [*args.overrides, *args.force_yml])
+    net_type = opt.network_g["type"]
+    crop_multiple = models.required_multiple(net_type)
+
+    if args.plan:  # print the curriculum before anything is launched or loaded
+        world = args.world_size or int(os.environ.get("WORLD_SIZE", 1))
+        schedule = build_curriculum(opt, max_frames=None, crop_multiple=crop_multiple)
+        plan = plan_dict(schedule, build_lr_schedule(opt, schedule, world), scale=opt.scale,
+                         world_size=world, grad_accum=opt.train.grad_accum)
+        print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
+        return 0
+
+    ctx = init_distributed(args.device)
+    try:
+        return train(opt, args, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
+    if opt.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(opt.manual_seed, ctx.rank)
+    dirs = prepare_run_dir(opt, args.auto_resume, ctx)
+    log = RunLogger(dirs.root / "train.log", dirs.tb if opt.logger.use_tb_logger else None, enabled=ctx.is_main)
+
+    # model
+    model = models.build_network(opt.network_g).to(ctx.device)
+    if opt.path.pretrain_network_g:
+        state = ckpt.read_weights(opt.path.pretrain_network_g, opt.path.param_key_g)
+        if opt.path.strict_load_g:
+            ckpt.load_weights_strict(model, state, opt.path.pretrain_network_g)
+        else:
+            model.load_state_dict(state, strict=False)
+    recurrent = models.is_recurrent(model)
+    window = None if recurrent else getattr(model, "num_frame", None)
+
+    # data and curriculum
+    train_set = datasets.build_dataset(opt.dataset_kwargs("train"), phase="train")
+    schedule = build_curriculum(opt, max_frames=getattr(train_set, "max_frames", None),
+                                crop_multiple=models.required_multiple(opt.network_g["type"]))
+    lr_schedule = build_lr_schedule(opt, schedule, ctx.world_size)
+    val_set = None
+    validating = "val" in opt.datasets and opt.val is not None  # the same answer on every rank
+    if validating and ctx.is_main:
+        val_set = datasets.build_dataset(opt.dataset_kwargs("val"), phase="val")
+
+    # optimisation
+    optimizer = build_optimizer(opt, model)
+    criterion = build_pixel_loss(**dataclasses.asdict(opt.train.pixel_opt))
+    ema = EMA(model, opt.train.ema_decay) if opt.train.ema_decay > 0 else None
+    use_fp16 = opt.train.amp == "fp16"
+    scaler = torch.amp.GradScaler(ctx.device.type) if use_fp16 else None
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opt.train.amp)
+
+    # resume
+    start_iter, train_seconds = 0, 0.0
+    sampler_seed = opt.manual_seed
+    loader, sampler = build_train_loader(opt, train_set, schedule, ctx, 0, sampler_seed)
+    ts = TrainState(model, optimizer, sampler, ema, scaler)
+    found = find_resume_state(opt, dirs, args.auto_resume)
+    if found is not None:
+        path, state = found
+        check_resume_compatible(state, opt, schedule, path, args.force_resume)
+        restore_state(ts, state, ctx)
+        start_iter, train_seconds = int(state["iter"]), float(state.get("train_seconds", 0.0))
+        log.info(f"resumed from {path} at iteration {start_iter}")
+    if start_iter >= schedule.total_iter:
+        log.info(f"nothing to do: already at iteration {start_iter} of {schedule.total_iter}")
+        return 0
+
+    log.info(f"training {opt.network_g['type']} on {ctx.device} x{ctx.world_size}: {schedule.total_iter} iterations, "
+             f"{len(schedule.stages)} stage(s), compute ratio {schedule.compute_ratio():.2f}x")
+    fix_flow = opt.train.fix_flow or 0
+    flow_frozen = start_iter < fix_flow and bool(flow_parameter_names(model))
+    set_flow_frozen(model, flow_frozen)
+    net = wrap_ddp(model, ctx, opt.find_unused_parameters)
+    stop = StopFlag()
+
+    accum = opt.train.grad_accum
+    loss_sum = torch.zeros((), device=ctx.device)
+    window_loss = torch.zeros((), device=ctx.device)
+    it = start_iter
+    last_log_time = time.perf_counter()
+    data_wait = 0.0
+    window_samples = 0
+    tick = time.perf_counter()
+    for micro, batch in enumerate(loader):
+        got_batch = time.perf_counter()
+        data_wait += got_batch - tick
+        it = start_iter + micro // accum
+        first_micro, last_micro = micro % accum == 0, micro % accum == accum - 1
+        stage = schedule.stage_at(it)
+        if first_micro:
+            if flow_frozen and it >= fix_flow:
+                flow_frozen = False
+                set_flow_frozen(model, False)
+                net = wrap_ddp(model, ctx, opt.find_unused_parameters)
+            set_lr(optimizer, lr_schedule.lr_at(it))
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum.zero_()
+
+        lq = batch["lq"].to(ctx.device, non_blocking=True)
+        gt = batch["gt"].to(ctx.device, non_blocking=True)
+        if not recurrent and gt.dim() == 5:
+            gt = gt[:, gt.shape[1] // 2]
+        sync = contextlib.nullcontext() if (last_micro or not ctx.is_distributed) else net.no_sync()
+        with sync:
+            with torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = criterion(net(lq), gt) / accum
+            (scaler.scale(loss) if scaler else loss).backward()
+        loss_sum += loss.detach()
+        window_samples += lq.shape[0] * ctx.world_size
+        if not last_micro:
+            tick = time.perf_counter()
+            continue
+
+        if opt.train.grad_clip:
+            if scaler:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), opt.train.grad_clip)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if ema is not None:
+            ema.update(model)
+        window_loss += loss_sum
+        done = it + 1
+        now = time.perf_counter()
+        train_seconds += now - got_batch  # wall-clock training time excluding data loading
+
+        if done % opt.train.nan_check_freq == 0 or done % opt.logger.print_freq == 0:
+            # one host sync every few steps, never per step
+            if not torch.isfinite(window_loss):
+                raise VSRError(f"loss became {window_loss.item()} by iteration {done}; the last good "
+                               f"checkpoint in {dirs.states} is kept; lower train.optim_g.lr or check the data")
+        if done % opt.logger.print_freq == 0 or done == schedule.total_iter:
+            mean_loss = all_reduce_mean_(window_loss.clone(), ctx).item() / max(1, _steps_in_window(done, opt.logger.print_freq, start_iter))
+            elapsed = now - last_log_time
+            log.step(done, schedule.total_iter, {
+                "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
+                "samples_per_s": window_samples / max(elapsed, 1e-9),
+                "data_wait_frac": data_wait / max(elapsed, 1e-9),
+                "stage": stage.index, "lr_crop": stage.lr_crop, "frames": stage.num_frames,
+                "train_seconds_excl_data": train_seconds,
+            })
+            window_loss.zero_()
+            window_samples, data_wait, last_log_time = 0, 0.0, time.perf_counter()
+
+        save_now = done % opt.logger.save_checkpoint_freq == 0 or done == schedule.total_iter
+        stop_now = stop.should_stop(done, ctx)
+        if save_now or stop_now:
+            save_checkpoint(ts, done, opt, schedule, dirs, ctx, train_seconds)
+        val_now = validating and (done % opt.val.val_freq == 0 or done == schedule.total_iter)
+        if val_now and val_set is not None:  # rank 0 validates; the others wait at the barrier
+            scores = validate(ema.model if ema else model, val_set, opt, ctx.device, window)
+            log.val(done, scores)
+        if val_now or save_now:
+            barrier(ctx)
+        if stop_now and done < schedule.total_iter:
+            log.info(f"stopped by signal at iteration {done}; resume with: python train.py -opt {opt.source} --auto_resume")
+            return 0
+        tick = time.perf_counter()
+
+    log.info(f"done: {schedule.total_iter} iterations; weights in {dirs.models}")
+    log.close()
+    return 0
+
+
+def _steps_in_window(done: int, print_freq: int, start_iter: int) -> int:
+    """Optimizer steps since the previous log line (the first window after a resume is shorter)."""
+    window_start = max(start_iter, ((done - 1) // print_freq) * print_freq)
+    return done - window_start
+
+
+if __name__ == "__main__":
+    sys.exit(main())
