@@ -74,7 +74,7 @@ class BasicVSR(nn.Module):
 
         if not spynet_path:
             warnings.warn(
-                "BasicVSR: spynet_path is not set, so SpyNet is randomly initialised and optical flow "
+                "BasicVSR: spynet_path is not set, so SpyNet starts at zero flow and optical flow "
                 "is learned from scratch (ignore this if a trained BasicVSR checkpoint is loaded next)",
                 stacklevel=2)
         self.spynet = SpyNet(spynet_path)

@@ -67,7 +67,7 @@ class SpyNet(nn.Module):
 
     Args:
         load_path: BasicSR-format SpyNet weights (`{'params': state_dict}`); None leaves the
-            network randomly initialised (BasicVSR then warns). Given but unreadable raises
+            network untrained, starting at zero flow (BasicVSR then warns). Given but unreadable raises
             CheckpointError naming the file.
     """
 
@@ -81,8 +81,26 @@ class SpyNet(nn.Module):
             state = read_weights(load_path, param_key="params")
             state = {name: value for name, value in state.items() if name not in ("mean", "std")}
             load_weights_strict(self, state, source=str(load_path))
+        else:
+            self.zero_flow_heads()
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    @torch.no_grad()
+    def zero_flow_heads(self) -> None:
+        """Start an untrained SpyNet at zero flow (identity warps) instead of random flow.
+
+        Randomly initialised levels predict large random flows, and warping propagated features
+        by them scrambles BasicVSR's alignment from the first step; a network trained without a
+        pretrained SpyNet (our CPU demo: none can be downloaded) then spends its first hundreds of
+        steps unlearning them. With the last convolution of each level zeroed, the flow is exactly
+        zero until gradients move it: the zeroed convolution gets gradients at once, the layers
+        before it as soon as it is non-zero.
+        Pretrained weights, when given, replace all of this."""
+        for level in self.basic_module:
+            last = level.basic_module[-1]
+            last.weight.zero_()
+            last.bias.zero_()
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
         return (image - self.mean) / self.std

@@ -284,7 +284,7 @@ def test_spynet_path_none_warns_random_init():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         BasicVSR(**SMALL_BASICVSR)
-    assert any("SpyNet is randomly initialised" in str(w.message) for w in caught)
+    assert any("SpyNet starts at zero flow" in str(w.message) for w in caught)
 
 
 def test_spynet_path_missing_raises_checkpoint_error(tmp_path):
@@ -381,3 +381,16 @@ def test_is_recurrent_and_required_multiple():
 
 def test_registry_is_an_explicit_dict():
     assert sorted(models.NETWORKS) == ["BasicVSR", "BasicVSRM", "EDVR", "EDVRM"]
+
+
+def test_untrained_spynet_starts_at_zero_flow_and_learns():
+    """Without pretrained weights the flow is exactly zero (identity warps) until trained."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = build_network({"type": "BasicVSR", "num_feat": 4, "num_block": 1})
+    x = torch.rand(1, 3, 3, 32, 32)
+    forward, backward = net.get_flow(x)
+    assert torch.count_nonzero(forward) == 0 and torch.count_nonzero(backward) == 0
+    net(x).mean().backward()
+    head = net.spynet.basic_module[-1].basic_module[-1]
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0

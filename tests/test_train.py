@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -100,6 +101,19 @@ def test_plan_json_has_documented_keys(tiny_reds, tmp_path, capsys):
     assert not (tmp_path / "exp").exists()  # --plan launches nothing
 
 
+def run_bounded(cmd: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run in a new session and kill the whole group on timeout, so no worker outlives the test."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\n{out[-2000:]}\n{err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,7 +127,7 @@ def test_torchrun_two_processes_cross_stage_boundaries(tiny_reds, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={free_port()}", str(REPO / "train.py"), "-opt", opt]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    proc = run_bounded(cmd, env, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     log = (tmp_path / "exp" / "tiny" / "train.log").read_text()
     assert "x2:" in log  # two ranks
