@@ -5,7 +5,7 @@
     python scripts/evaluate.py -opt X --checkpoint BasicVSR_REDS4.pth --param-key params --save-frames out/
 
 Metrics follow BasicSR's definitions on 8-bit frames (RGB on REDS4, Y channel on Vimeo-90K-T: set
-`val.metrics.psnr.test_y_channel` in the options). `--bicubic` adds bicubic upsampling as a baseline
+`val.metrics.psnr.test_y_channel` in the options). `--bicubic` adds MATLAB-bicubic upsampling as a baseline
 column, the number every VSR paper's table starts from.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import datasets  # noqa: E402
@@ -27,8 +28,15 @@ from vsr_accel import metrics  # noqa: E402
 from vsr_accel.checkpoint import load_weights_strict, read_weights  # noqa: E402
 from vsr_accel.distributed import pick_device  # noqa: E402
 from vsr_accel.errors import CheckpointError, VSRError  # noqa: E402
-from vsr_accel.evaluation import ScoreTable, bicubic_upscale, evaluate, format_table, restore_clip  # noqa: E402
+from datasets.matlab_resize import imresize  # noqa: E402
+from vsr_accel.evaluation import ScoreTable, evaluate, format_table, restore_clip  # noqa: E402
 from vsr_accel.options import Options, load_options  # noqa: E402
+
+
+def matlab_bicubic(lq: torch.Tensor, scale: int) -> torch.Tensor:
+    """The "Bicubic" row of VSR papers: MATLAB's imresize (antialiased bicubic) of each LR frame."""
+    frames = [imresize(frame.permute(1, 2, 0).numpy(), scale) for frame in lq]
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).clamp_(0, 1)
 
 
 def newest_checkpoint(opt: Options) -> Path:
@@ -90,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         tables[opt.network_g["type"]] = evaluate(lambda lq: restore_clip(model, lq, device, window), test_set,
                                                  on_clip=on_clip, **common)
         if args.bicubic:
-            tables["bicubic"] = evaluate(lambda lq: bicubic_upscale(lq, opt.scale), test_set, **common)
+            tables["bicubic"] = evaluate(lambda lq: matlab_bicubic(lq, opt.scale), test_set, **common)
 
     channel = "Y" if common["test_y_channel"] else "RGB"
     print(f"\n{opt.name}: {path} on datasets.{args.phase} ({channel}, crop_border {common['crop_border']})\n")

@@ -12,7 +12,6 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vsr_accel import metrics
 
@@ -55,11 +54,6 @@ def restore_clip(model: torch.nn.Module, lq: torch.Tensor, device: torch.device,
     finally:
         model.train(was_training)
     return out.float().clamp_(0, 1).cpu()
-
-
-def bicubic_upscale(lq: torch.Tensor, scale: int) -> torch.Tensor:
-    """The baseline every VSR table starts from: bicubic upsampling of the LR frames."""
-    return F.interpolate(lq, scale_factor=scale, mode="bicubic", align_corners=False).clamp_(0, 1)
 
 
 @dataclass
