@@ -22,7 +22,7 @@ basicsr-ref: $(REF)
 
 $(REF): | $(STAMP)
 	rm -rf $(VENV)/basicsr_ref && mkdir -p $(VENV)/basicsr_ref
-	$(PY) -m pip download --quiet --no-deps --no-binary :all: basicsr-fixed==1.4.2 -d $(VENV)/basicsr_ref
+	$(PY) -m pip download --quiet --no-deps --no-build-isolation basicsr-fixed==1.4.2 -d $(VENV)/basicsr_ref
 	tar xzf $(VENV)/basicsr_ref/basicsr*fixed-1.4.2.tar.gz -C $(VENV)/basicsr_ref
 	touch $@
 
