@@ -1,11 +1,24 @@
 """Reading and writing weights and training states safely.
 
 Weights are always read with `torch.load(weights_only=True)`: a checkpoint is data, never code.
+Files are written atomically (temp file, flush, fsync, rename, fsync of the folder), so a crash
+or a full disk during a save never leaves a file that looks complete; a training state is also
+checked against the CRC-32 of every record of its zip container when read, so a truncated or
+bit-flipped state is reported and skipped instead of being half-loaded.
 """
 from __future__ import annotations
 
+import errno
+import os
+import pickle
+import re
+import secrets
+import signal
+import sys
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -24,8 +37,7 @@ def read_weights(path: str | Path, param_key: str | None = "params") -> dict[str
     try:
         blob: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle with code (refused by weights_only), ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({reason})") from exc
+        raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({load_failure(path, exc)})") from exc
     if not isinstance(blob, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(blob).__name__}")
     if param_key is None:
@@ -38,6 +50,19 @@ def read_weights(path: str | Path, param_key: str | None = "params") -> dict[str
         raise CheckpointError(f"{path}: entry '{param_key}' is not a state_dict of tensors")
     # BasicSR strips DDP's 'module.' prefix on save; tolerate files saved without that step.
     return {k[7:] if k.startswith("module.") else k: v for k, v in blob.items()}
+
+
+def load_failure(path: Path, exc: Exception) -> str:
+    """Why torch.load(weights_only=True) failed, in a few words. torch's own first line for a
+    pickle with code suggests retrying with weights_only=False -- advice we must not pass on."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        detail = next((line.strip() for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line), "")
+        return "it holds pickled code or objects, which a weights-only load refuses" + (f": {detail}" if detail else "")
+    damaged = _damaged_record(path)
+    if damaged:
+        return damaged
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -57,44 +82,79 @@ def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
 
 # -- atomic writes and training states ---------------------------------------------------------
 
-import os
-import re
-import tempfile
-import warnings
+TEMP_NAME = re.compile(r"^\..+\.tmp$")
+"""`atomic_save`'s temp files (`.<name>.<random>.tmp`); only a killed save leaves one behind."""
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save to a temp file in the same folder, flush + fsync, then rename over `path`.
 
     A crash (kill -9, full disk) during the write leaves the previous file untouched and at most
-    a stray `.tmp` file, never a file that looks complete but is not."""
+    a stray `.tmp` file (see `remove_stale_temps`), never a file that looks complete but is not.
+    A failed write raises CheckpointError naming `path` and the OS's reason."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    # os.open rather than mkstemp: mkstemp's 0600 would survive the rename, hiding checkpoints from
+    # the rest of a team; 0666 minus the umask is what a plain open() gives.
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        fault_injection_point(f"save:{path.name}")
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _fsync_dir(path.parent)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        os_error = _os_error_behind(exc)
+        if os_error is not None:
+            raise CheckpointError(f"{path}: checkpoint not written ({os_error.strerror or os_error}); no existing "
+                                  f"file was replaced") from exc
         raise
 
 
+def _os_error_behind(exc: BaseException) -> OSError | None:
+    """The OSError (ENOSPC, EDQUOT, EIO ...) behind a failed save. torch.save reports a failed
+    write as an opaque `RuntimeError('unexpected pos ...')` raised while the OSError propagates,
+    so the OSError is that error's context."""
+    seen = 0
+    while exc is not None and seen < 5 and isinstance(exc, (OSError, RuntimeError)):
+        if isinstance(exc, OSError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable: without it a power cut can forget the new name."""
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temp files of saves that were killed mid-write; returns what was removed.
+    Call it only while nothing else is saving into `folder` (at start-up, on the saving rank)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if TEMP_NAME.match(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 _STATE_NAME = re.compile(r"^(\d+)\.state$")
+REQUIRED_STATE_KEYS = ("iter", "network", "optimizer", "sampler")
 
 
 def list_training_states(folder: str | Path) -> list[Path]:
-    """Training states `<iter>.state` in `folder`, newest iteration first."""
+    """Training states `<iter>.state` in `folder`, newest iteration first (temp files ignored)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -103,24 +163,49 @@ def list_training_states(folder: str | Path) -> list[Path]:
 
 
 def read_training_state(path: str | Path) -> dict[str, Any]:
+    """A training state, checked before use: container CRCs (truncation, bit flips), weights-only
+    unpickling (no code), and the entries a resume needs (BasicSR's `KeyError: 'iter'`)."""
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: training state not found")
+    damaged = _damaged_record(path)
+    if damaged:
+        raise CheckpointError(f"{path}: corrupt training state ({damaged})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: corrupt or unsafe training state ({reason})") from exc
+        raise CheckpointError(f"{path}: corrupt or unsafe training state ({load_failure(path, exc)})") from exc
     if not isinstance(state, dict) or "iter" not in state:
         raise CheckpointError(f"{path}: not a vsr-accel training state (no 'iter' entry)")
+    missing = [key for key in REQUIRED_STATE_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete training state (no {', '.join(repr(k) for k in missing)} entry)")
     return state
 
 
-def latest_good_state(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest state that loads; damaged newer ones are reported and skipped, never deleted."""
+def _damaged_record(path: Path) -> str | None:
+    """Why the zip container torch.save writes is damaged, or None. torch.load alone would read a
+    state with a flipped bit in a tensor without complaint; zipfile checks every record's CRC."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        return f"truncated or not a torch.save file: {exc}"
+    return f"CRC mismatch in record {bad}" if bad else None
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def latest_good_state(folder: str | Path, on_skip: Callable[[str], None] = _warn) -> tuple[Path, dict[str, Any]] | None:
+    """The newest state that loads; damaged newer ones are reported (`on_skip`) and skipped,
+    never deleted (a user may want to inspect them)."""
     for path in list_training_states(folder):
         try:
             return path, read_training_state(path)
         except CheckpointError as exc:
-            warnings.warn(f"skipping damaged training state: {exc}")
+            on_skip(f"skipping damaged training state: {exc}")
     return None
 
 
@@ -133,3 +218,30 @@ def prune(folder: str | Path, pattern: str, keep_last: int) -> None:
     found = sorted(((int(m.group(1)), p) for p in folder.iterdir() if (m := regex.match(p.name))), reverse=True)
     for _, path in found[keep_last:]:
         path.unlink(missing_ok=True)
+
+
+# -- fault injection for tests -----------------------------------------------------------------
+
+KILL_ENV = "VSR_TEST_KILL_AT"
+
+
+def fault_injection_point(point: str, rank: int | None = None) -> None:
+    """TEST HOOK (never set in production): `VSR_TEST_KILL_AT=step:3,save:4.state@1=SIGTERM`
+    makes the process send itself a signal (SIGKILL unless `=NAME` says otherwise) when it
+    reaches `point` -- `step:<iter>` after that iteration's optimizer step, `save:<file name>`
+    inside `atomic_save` after the temp file is written and fsynced but before the rename.
+    `@<rank>` restricts an entry to one rank. Entries fire only in the first attempt of a
+    torchrun group (TORCHELASTIC_RESTART_COUNT unset or 0), so a restarted group can finish.
+    It lets tests kill a run at exact places; reading one environment variable costs nothing."""
+    spec = os.environ.get(KILL_ENV)
+    if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
+        return
+    if rank is None:
+        rank = int(os.environ.get("RANK", "0") or 0)
+    for entry in spec.split(","):
+        target, _, signame = entry.strip().partition("=")
+        target, _, only_rank = target.partition("@")
+        if target == point and (not only_rank or int(only_rank) == rank):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.kill(os.getpid(), getattr(signal, signame or "SIGKILL"))
