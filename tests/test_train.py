@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import torch
 import models
 import train
 from tests.conftest import tiny_options, write_options
+from tests.test_reliability import kill_tree
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,7 @@ def run_bounded(cmd: list[str], env: dict, timeout: float) -> subprocess.Complet
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)  # torchrun's workers live in sessions of their own: killpg alone misses them
         out, err = proc.communicate()
         pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\n{out[-2000:]}\n{err[-2000:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
