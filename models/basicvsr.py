@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from models.arch_util import ResidualBlockNoBN, flow_warp, make_layer, require
 from models.spynet import SpyNet
@@ -51,6 +52,9 @@ class BasicVSR(nn.Module):
     less (see `models.spynet.SpyNet`), so the 32x32 crops of the multigrid curriculum train at
     a quarter of a 64x64 crop's cost; from 33 px on the numbers are BasicSR's.
 
+    `set_activation_checkpointing(True)` trades compute for memory when training on long clips
+    (see there); it changes no value, only what autograd keeps between forward and backward.
+
     When no SpyNet parameter requires grad (the `fix_flow` phase of training) and the input
     does not either, flows are computed under `torch.no_grad()`: same values. (Autograd would
     record no graph there anyway, since nothing requires grad; no_grad makes that explicit
@@ -89,6 +93,29 @@ class BasicVSR(nn.Module):
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
         self.pixel_shuffle = nn.PixelShuffle(2)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
+        # Plain attributes, not constructor arguments: the constructor stays BasicSR's.
+        self.checkpoint_propagation = False
+        self.checkpoint_upsampling = False
+
+    def set_activation_checkpointing(self, enabled: bool, *, upsampling: bool = True) -> None:
+        """Recompute activations in backward instead of keeping them (training only).
+
+        Every frame's propagation step (warp + trunk) in both branches, and with `upsampling`
+        its fusion + upsampler, runs under `torch.utils.checkpoint` (non-reentrant): autograd
+        keeps only each step's inputs (the hidden state, frame and flow, which are kept anyway)
+        and reruns the step during backward. At x4 the upsampler works on 16x the pixels of the
+        trunks, so it holds most of the activation memory; checkpointing both cuts a 64x64x15
+        BasicVSR-M step's peak memory by well over half (benchmarks/bench_memory.py) for about
+        one extra forward pass of compute. Values and gradients are unchanged. Inference and
+        `torch.no_grad()` are unaffected.
+        """
+        self.checkpoint_propagation = bool(enabled)
+        self.checkpoint_upsampling = bool(enabled) and bool(upsampling)
+
+    def _maybe_checkpoint(self, enabled: bool, function, *args: torch.Tensor | None) -> torch.Tensor:
+        if enabled and self.training and torch.is_grad_enabled():
+            return checkpoint(function, *args, use_reentrant=False)
+        return function(*args)
 
     def spynet_is_frozen(self) -> bool:
         return not any(p.requires_grad for p in self.spynet.parameters())
@@ -104,6 +131,19 @@ class BasicVSR(nn.Module):
             flows_backward = self.spynet(earlier, later).view(b, t - 1, 2, h, w)
             flows_forward = self.spynet(later, earlier).view(b, t - 1, 2, h, w)
         return flows_forward, flows_backward
+
+    @staticmethod
+    def propagate(trunk: nn.Module, frame: torch.Tensor, hidden: torch.Tensor,
+                  flow: torch.Tensor | None) -> torch.Tensor:
+        """One recurrent step: warp the hidden state onto `frame` (flow (b, 2, h, w), None for
+        the first frame of a branch) and run the branch's trunk on [frame, hidden]."""
+        if flow is not None:
+            hidden = flow_warp(hidden, flow.permute(0, 2, 3, 1))
+        return trunk(torch.cat([frame, hidden], dim=1))
+
+    def reconstruct(self, backward_feature: torch.Tensor, forward_feature: torch.Tensor,
+                    lr_frame: torch.Tensor) -> torch.Tensor:
+        return self.upsample(torch.cat([backward_feature, forward_feature], dim=1), lr_frame)
 
     def upsample(self, fused_input: torch.Tensor, lr_frame: torch.Tensor) -> torch.Tensor:
         out = self.lrelu(self.fusion(fused_input))
@@ -125,9 +165,9 @@ class BasicVSR(nn.Module):
         backward_features: list[torch.Tensor] = []
         hidden = x.new_zeros(b, self.num_feat, h, w)
         for i in range(t - 1, -1, -1):
-            if i < t - 1:
-                hidden = flow_warp(hidden, flows_backward[:, i, :, :, :].permute(0, 2, 3, 1))
-            hidden = self.backward_trunk(torch.cat([x[:, i, :, :, :], hidden], dim=1))
+            flow = flows_backward[:, i, :, :, :] if i < t - 1 else None
+            hidden = self._maybe_checkpoint(self.checkpoint_propagation, self.propagate, self.backward_trunk,
+                                            x[:, i, :, :, :], hidden, flow)
             backward_features.insert(0, hidden)
 
         # Forward branch, fused with the backward features and upsampled frame by frame.
@@ -135,10 +175,11 @@ class BasicVSR(nn.Module):
         hidden = torch.zeros_like(hidden)
         for i in range(t):
             lr_frame = x[:, i, :, :, :]
-            if i > 0:
-                hidden = flow_warp(hidden, flows_forward[:, i - 1, :, :, :].permute(0, 2, 3, 1))
-            hidden = self.forward_trunk(torch.cat([lr_frame, hidden], dim=1))
-            outputs.append(self.upsample(torch.cat([backward_features[i], hidden], dim=1), lr_frame))
+            flow = flows_forward[:, i - 1, :, :, :] if i > 0 else None
+            hidden = self._maybe_checkpoint(self.checkpoint_propagation, self.propagate, self.forward_trunk,
+                                            lr_frame, hidden, flow)
+            outputs.append(self._maybe_checkpoint(self.checkpoint_upsampling, self.reconstruct,
+                                                  backward_features[i], hidden, lr_frame))
         return torch.stack(outputs, dim=1)
 
 
