@@ -76,9 +76,9 @@ def cpu_supports_bf16() -> bool:
 
 UNOPTIMISED = StepOptions()
 # train.py's defaults on a CPU, chosen by `bench_step.py --sweep` on the 2-core Xeon (AMX-BF16):
-# channels_last 1.1-1.4x, bf16 autocast 1.9-2.1x, both 3.1x; fused Adam: optimizer step ~5x
-# faster alone (within noise of a whole step); torch.compile: 455 s first call per shape and
-# slower after it (not a default). bf16 only where the CPU runs it natively.
+# channels_last 1.1-1.4x, bf16 autocast 1.8-2.1x, both 2.6-3.1x; fused Adam: the optimizer step
+# alone ~5x faster (within the noise of a whole step); torch.compile: 455 s first call per shape
+# and no faster after it (not a default). bf16 only where the CPU runs it natively.
 OPTIMISED = StepOptions(channels_last=True, amp="bf16" if cpu_supports_bf16() else "none", adam="fused")
 
 
@@ -86,7 +86,8 @@ def build_model(spec: Mapping[str, Any] = BASICVSR_M, seed: int = 0, device: str
     import models
 
     torch.manual_seed(seed)
-    with torch.device(device):
+    with torch.device(device), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="BasicVSR: spynet_path")  # no pretrained SpyNet: on purpose
         return models.build_network(dict(spec)).train()
 
 

@@ -12,6 +12,7 @@ benchmarks that only print (bench_infer_memory) get their output saved the same 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import subprocess
 import sys
@@ -55,9 +56,12 @@ def run_one(name: str, args: list[str], timeout: float) -> tuple[str, float, str
     return ("ok" if code == 0 else f"exit {code}"), time.perf_counter() - start, "".join(lines)
 
 
-def save_printed_output(name: str, args: list[str], output: str) -> None:
+def save_printed_output(name: str, args: list[str], output: str, seconds: float) -> None:
     """For benchmarks that print instead of writing a report: keep their output with a header."""
     report = Report(f"bench_{name}", f"{args[0]} (output captured by run_all.py)", argv=args)
+    report.started -= datetime.timedelta(seconds=seconds)
+    for key in ("threads", "load average (1/5/15 min) at start"):  # run_all's, not the benchmark's
+        report.machine.pop(key, None)
     report.blocks.append("```\n" + output.strip() + "\n```")
     report.write()
 
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== {name}: {' '.join(bench_args)}", flush=True)
         status, seconds, output = run_one(name, bench_args, args.timeout)
         if status == "ok" and name == "infer_memory":
-            save_printed_output(name, bench_args, output)
+            save_printed_output(name, bench_args, output, seconds)
         failed += status != "ok"
         rows.append([name, status, f"{seconds:.0f}", headline(name) if status == "ok" else output.strip()[-300:]])
     total = time.perf_counter() - total_start

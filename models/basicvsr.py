@@ -104,10 +104,10 @@ class BasicVSR(nn.Module):
         its fusion + upsampler, runs under `torch.utils.checkpoint` (non-reentrant): autograd
         keeps only each step's inputs (the hidden state, frame and flow, which are kept anyway)
         and reruns the step during backward. At x4 the upsampler works on 16x the pixels of the
-        trunks, so it holds most of the activation memory; checkpointing both cuts a 64x64x15
-        BasicVSR-M step's peak memory by well over half (benchmarks/bench_memory.py) for about
-        one extra forward pass of compute. Values and gradients are unchanged. Inference and
-        `torch.no_grad()` are unaffected.
+        trunks, so it holds most of the activation memory: for a 64x64x15 BasicVSR-M step,
+        checkpointing the trunks alone saves ~35%, trunks and upsampler ~80%, for ~30% more
+        step time (benchmarks/bench_memory.py, bench_step.py --sweep). Values and gradients are
+        unchanged. Inference and `torch.no_grad()` are unaffected.
         """
         self.checkpoint_propagation = bool(enabled)
         self.checkpoint_upsampling = bool(enabled) and bool(upsampling)
