@@ -60,7 +60,7 @@ from vsr_accel.checkpoint import PARAM_KEYS, load_weights_strict, read_training_
 from vsr_accel.chunking import (EDVR_TEST_PADDING, PADDING_MODES, Chunk, SlidingWindow, atomic_write_bytes,
                                 fsync_dir, plan_chunks, rank_share, temp_files_for, tile_spans, window_context,
                                 window_indices)
-from vsr_accel.errors import CheckpointError, ConfigError, DataError, VSRError
+from vsr_accel.errors import CheckpointError, ConfigError, DataError, report_user_errors
 
 # Defaults chosen by measurement (benchmarks/bench_infer_memory.py --fidelity, 128 real frames):
 # with a tiny BasicVSR fitted to other frames of the footage, PSNR vs GT of chunked and whole-clip
@@ -639,13 +639,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except VSRError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return report_user_errors(lambda: run(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import datetime
 import json
-import math
 import os
 import signal
 import sys
@@ -37,7 +36,7 @@ from vsr_accel.curriculum import Schedule, build_schedule
 from vsr_accel.distributed import (DistContext, all_reduce_mean_, barrier, broadcast_object, init_distributed,
                                    pick_device, shutdown)
 from vsr_accel.ema import EMA
-from vsr_accel.errors import CheckpointError, ConfigError, VSRError
+from vsr_accel.errors import CheckpointError, ConfigError, VSRError, report_user_errors
 from vsr_accel.evaluation import evaluate, restore_clip
 from vsr_accel.losses import build_pixel_loss
 from vsr_accel.lr import LRSchedule
@@ -77,12 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return run(args)
-    except VSRError as exc:
-        if args.debug:
-            raise
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return report_user_errors(lambda: run(args), args.debug)
     except torch.OutOfMemoryError as exc:
         if args.debug:
             raise
@@ -100,16 +94,6 @@ def oom_message(exc: BaseException) -> str:
     return ("out of memory during training; reduce datasets.train.batch_size_per_gpu or the crop "
             "(train.curriculum.lr_crops / datasets.train.gt_size), or set train.checkpoint_propagation: true "
             f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})")
-
-
-def one_line(exc: BaseException) -> str:
-    """The user-facing line of an error; a DataLoader worker re-raises our errors with the
-    worker's traceback folded into the message, whose last line is the original message."""
-    text = str(exc).strip()
-    if "Original Traceback" in text:
-        last = text.splitlines()[-1]
-        return last.split(": ", 1)[1] if last.startswith(type(exc).__module__) or ": " in last[:60] else last
-    return text
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import models  # noqa: E402
 from vsr_accel import metrics  # noqa: E402
 from vsr_accel.checkpoint import load_weights_strict, read_weights  # noqa: E402
 from vsr_accel.distributed import pick_device  # noqa: E402
-from vsr_accel.errors import CheckpointError, VSRError  # noqa: E402
+from vsr_accel.errors import CheckpointError, report_user_errors  # noqa: E402
 from datasets.matlab_resize import imresize  # noqa: E402
 from vsr_accel.evaluation import ScoreTable, evaluate, format_table, restore_clip  # noqa: E402
 from vsr_accel.options import Options, load_options  # noqa: E402
@@ -68,13 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
-    try:
-        return run(args)
-    except VSRError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return report_user_errors(lambda: run(args), args.debug)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,3 +21,28 @@ class DataError(VSRError):
 
 class CheckpointError(VSRError):
     """A checkpoint is missing, truncated, unsafe or does not match the model/curriculum."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing line of an error. A DataLoader worker re-raises our errors with the
+    worker's traceback folded into the message; its last line is `<module>.<Class>: <message>`."""
+    text = str(exc).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
+
+
+def report_user_errors(run, debug: bool) -> int:
+    """Run an entry point's `run()`; a VSRError becomes one `error:` line on stderr and exit 2
+    (the traceback only with --debug). Shared by train.py, infer.py and scripts/evaluate.py."""
+    import sys
+
+    try:
+        return run()
+    except VSRError as exc:
+        if debug:
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
