@@ -40,8 +40,9 @@ from vsr_accel.errors import CheckpointError, ConfigError, VSRError, report_user
 from vsr_accel.evaluation import evaluate, restore_clip
 from vsr_accel.losses import build_pixel_loss
 from vsr_accel.lr import LRSchedule
-from vsr_accel.options import Options, load_options
+from vsr_accel.options import Options, TrainOptions, load_options
 from vsr_accel.plan import format_plan, plan_dict
+from vsr_accel.prefetch import DevicePrefetcher
 from vsr_accel.rng import loader_generator, rng_state, seed_everything, set_rng_state
 from vsr_accel.runlog import RunLogger
 from vsr_accel.sampler import MultigridBatchSampler
@@ -135,7 +136,71 @@ def build_optimizer(opt: Options, model: torch.nn.Module) -> torch.optim.Optimiz
         kwargs["fused"] = o.fused
     elif o.foreach is not None:
         kwargs["foreach"] = o.foreach
+    elif all(p.device.type == "cpu" for p in model.parameters()):
+        # Neither set: on CPU the fused kernel (torch's default there is the per-tensor loop) runs
+        # the BasicVSR-M optimizer step ~3x faster (15 -> 5 ms, bench_step.py --sweep). CUDA: torch's default.
+        kwargs["fused"] = True
     return cls(groups, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedSettings:
+    channels_last: bool
+    amp_dtype: torch.dtype | None
+
+
+def resolve_speed(tr: TrainOptions, device: torch.device) -> SpeedSettings:
+    """`train.amp: auto` / `train.channels_last: ~` pick what benchmarks/bench_step.py --sweep
+    measured as faster on the 2-core Xeon: bf16 autocast where the CPU runs bf16 natively (AMX /
+    AVX512-BF16; 1.8-2.1x alone), channels_last on any CPU (1.1-1.4x alone; 2.6-3.1x with bf16).
+    Nothing was measured on CUDA, so there `auto` stays fp32 and NCHW unless asked."""
+    on_cpu = device.type == "cpu"
+    channels_last = on_cpu if tr.channels_last is None else tr.channels_last
+    amp = tr.amp
+    if amp == "auto":
+        amp = "bf16" if on_cpu and cpu_runs_bf16() else "none"
+    return SpeedSettings(channels_last, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp))
+
+
+def cpu_runs_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def frames_channels_last(clip: torch.Tensor) -> torch.Tensor:
+    """(b, t, c, h, w) laid out so every frame clip[:, i] is NHWC, like the channels_last model's
+    features (each trunk's first convolution then needs no layout conversion)."""
+    return clip.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
+def maybe_compile(net: torch.nn.Module, enabled: bool, stage_count: int) -> torch.nn.Module:
+    """`train.compile`: one static graph per curriculum shape (dynamic shapes off), plus one
+    recompile when fix_flow unfreezes SpyNet. Off by default: on the 2-core CPU the first call
+    took 318-455 s per shape (empty cache) and the compiled step was not faster (bench_step.py
+    --sweep --compile)."""
+    if not enabled:
+        return net
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * stage_count + 2)
+    return torch.compile(net, dynamic=False)
+
+
+def enable_activation_checkpointing(model: torch.nn.Module, net_type: str, source: str) -> None:
+    """`train.checkpoint_propagation`: recompute each frame's propagation and upsampling in
+    backward (BasicVSR only): same numbers, ~80% less step memory at 64x64x15 for ~30% more
+    step time (benchmarks/bench_memory.py, bench_step.py --sweep)."""
+    if not hasattr(model, "set_activation_checkpointing"):
+        raise ConfigError(f"{source}: 'train.checkpoint_propagation' is only available for BasicVSR / BasicVSRM, "
+                          f"not {net_type}; set it to false")
+    model.set_activation_checkpointing(True)
+
+
+def default_workers(ctx: DistContext) -> int:
+    """`num_worker_per_gpu` when not set: the cores left per rank after one for the step, at
+    least 1 and at most 8 (1 on the 2-core CPU, enough for every stage: benchmarks/bench_data.py)."""
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size) or 1)
+    return max(1, min(8, (os.cpu_count() or 2) // max(1, per_node) - 1))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -170,7 +235,7 @@ def build_train_loader(opt: Options, dataset, sampler: MultigridBatchSampler,
                        ctx: DistContext) -> torch.utils.data.DataLoader:
     """Built after the resume, so the workers' seed can follow (seed, rank, start iteration)."""
     section = opt.dataset_section("train")
-    workers = int(section.get("num_worker_per_gpu", 0))
+    workers = int(section.get("num_worker_per_gpu", default_workers(ctx)))
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=workers,
         pin_memory=bool(section.get("pin_memory", ctx.device.type == "cuda")),
@@ -316,6 +381,12 @@ class TrainState:
     scaler: torch.amp.GradScaler | None
 
 
+def plain_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights saved NCHW-contiguous whatever layout trained them (channels_last on CPU), so
+    BasicSR and any other reader gets the layout it expects."""
+    return {key: value.contiguous() for key, value in state.items()}
+
+
 def save_checkpoint(ts: TrainState, it: int, opt: Options, schedule: Schedule, dirs: RunDirs,
                     ctx: DistContext, train_seconds: float) -> None:
     """Weights in BasicSR's format (`models/net_g_<iter>.pth`) and the full training state
@@ -327,9 +398,9 @@ def save_checkpoint(ts: TrainState, it: int, opt: Options, schedule: Schedule, d
         torch.distributed.all_gather_object(all_rngs, rngs)
     if not ctx.is_main:
         return
-    weights = {"params": ts.model.state_dict()}
+    weights = {"params": plain_layout(ts.model.state_dict())}
     if ts.ema is not None:
-        weights["params_ema"] = ts.ema.state_dict()
+        weights["params_ema"] = plain_layout(ts.ema.state_dict())
     state = {
         "iter": it, "network": weights, "optimizer": ts.optimizer.state_dict(),
         "sampler": ts.sampler.state_dict(next_iter=it), "rng": all_rngs, "world_size": ctx.world_size,
@@ -506,6 +577,11 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
 
     # model
     model = models.build_network(opt.network_g).to(ctx.device)
+    speed = resolve_speed(opt.train, ctx.device)
+    if speed.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if opt.train.checkpoint_propagation:
+        enable_activation_checkpointing(model, opt.network_g["type"], opt.source)
     if opt.path.pretrain_network_g:
         state = ckpt.read_weights(opt.path.pretrain_network_g, opt.path.param_key_g)
         if opt.path.strict_load_g:
@@ -529,9 +605,9 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
     optimizer = build_optimizer(opt, model)
     criterion = build_pixel_loss(**dataclasses.asdict(opt.train.pixel_opt))
     ema = EMA(model, opt.train.ema_decay) if opt.train.ema_decay > 0 else None
-    use_fp16 = opt.train.amp == "fp16"
+    use_fp16 = speed.amp_dtype == torch.float16
     scaler = torch.amp.GradScaler(ctx.device.type) if use_fp16 else None
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opt.train.amp)
+    amp_dtype = speed.amp_dtype
 
     # resume; every input is checked before the run folder is touched, so a bad start harms no earlier run
     start_iter, train_seconds = 0, 0.0
@@ -558,7 +634,7 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
     fix_flow = opt.train.fix_flow or 0
     flow_frozen = start_iter < fix_flow and bool(flow_parameter_names(model))
     set_flow_frozen(model, flow_frozen)
-    net = wrap_ddp(model, ctx, opt.find_unused_parameters)
+    net = maybe_compile(wrap_ddp(model, ctx, opt.find_unused_parameters), opt.train.compile, len(schedule.stages))
     stop = StopFlag()
     nonfinite = NonFiniteWatch(ctx.device)
 
@@ -572,7 +648,7 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
     tick = time.perf_counter()
     batches = iter(loader)
     with stop, workers_stopped(batches), oom_context(lambda: schedule.stage_at(min(it, schedule.total_iter - 1))):
-        for micro, batch in enumerate(batches):
+        for micro, batch in enumerate(DevicePrefetcher(batches, ctx.device)):
             got_batch = time.perf_counter()
             data_wait += got_batch - tick
             it = start_iter + micro // accum
@@ -582,13 +658,16 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
                 if flow_frozen and it >= fix_flow:
                     flow_frozen = False
                     set_flow_frozen(model, False)
-                    net = wrap_ddp(model, ctx, opt.find_unused_parameters)
+                    net = maybe_compile(wrap_ddp(model, ctx, opt.find_unused_parameters), opt.train.compile,
+                                        len(schedule.stages))
                 set_lr(optimizer, lr_schedule.lr_at(it))
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum.zero_()
 
-            lq = batch["lq"].to(ctx.device, non_blocking=True)
+            lq = batch["lq"].to(ctx.device, non_blocking=True)  # already there (prefetched on CUDA, CPU as is)
             gt = batch["gt"].to(ctx.device, non_blocking=True)
+            if speed.channels_last and lq.dim() == 5:
+                lq = frames_channels_last(lq)
             if not recurrent and gt.dim() == 5:
                 gt = gt[:, gt.shape[1] // 2]
             sync = contextlib.nullcontext() if (last_micro or not ctx.is_distributed) else net.no_sync()

@@ -68,7 +68,8 @@ def test_resume_with_changed_options_is_refused(tiny_reds, tmp_path, capsys):
 
 
 def test_gradient_accumulation_matches_one_large_batch(tiny_reds, tmp_path):
-    common = dict(total_iter=1, fix_flow=0, curriculum={"type": "none"})
+    # fp32: bf16 rounding of 2 x 2 samples vs 4 samples would exceed the 1e-6 this compares at
+    common = dict(total_iter=1, fix_flow=0, curriculum={"type": "none"}, amp="none")
     big = tiny_options(tiny_reds, tmp_path / "big", **common)
     big["datasets"]["train"]["batch_size_per_gpu"] = 4
     small = tiny_options(tiny_reds, tmp_path / "small", grad_accum=2, **common)
@@ -87,6 +88,42 @@ def test_gradient_accumulation_matches_one_large_batch(tiny_reds, tmp_path):
         init = models.build_network(big["network_g"]).state_dict()
     moved = max((a[k] - init[k]).abs().max().item() for k in a)
     assert moved > 1e-4  # the step did something, so the equality above is meaningful
+
+
+def test_default_speed_settings_are_the_benchmarked_ones():
+    from benchmarks._common import OPTIMISED
+    from vsr_accel.options import TrainOptions
+    cpu = train.resolve_speed(TrainOptions(total_iter=1), torch.device("cpu"))
+    assert cpu.channels_last == OPTIMISED.channels_last
+    assert cpu.amp_dtype == {"bf16": torch.bfloat16, "none": None}[OPTIMISED.amp]
+    cuda = train.resolve_speed(TrainOptions(total_iter=1), torch.device("cuda"))
+    assert cuda == train.SpeedSettings(channels_last=False, amp_dtype=None)  # nothing measured there
+    forced = train.resolve_speed(TrainOptions(total_iter=1, amp="fp16", channels_last=False), torch.device("cpu"))
+    assert forced == train.SpeedSettings(channels_last=False, amp_dtype=torch.float16)
+
+
+def test_default_speed_run_saves_plain_weights_and_checkpoint_propagation_trains(tiny_reds, tmp_path):
+    """channels_last training must not leak its layout into the BasicSR-format weights, and the
+    recomputing backward must give the same weights as the stored-activation one."""
+    plain = tiny_options(tiny_reds, tmp_path / "plain", total_iter=4)
+    recompute = tiny_options(tiny_reds, tmp_path / "recompute", total_iter=4, checkpoint_propagation=True)
+    for data in (plain, recompute):
+        data["logger"]["save_checkpoint_freq"] = 4
+    assert run_train(write_options(tmp_path / "p.yml", plain)) == 0
+    assert run_train(write_options(tmp_path / "r.yml", recompute)) == 0
+    a, b = final_weights(tmp_path / "plain", 4), final_weights(tmp_path / "recompute", 4)
+    assert all(v.is_contiguous() for v in a.values())
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_checkpoint_propagation_for_edvr_is_a_named_error(tiny_reds, tmp_path, capsys):
+    data = tiny_options(tiny_reds, tmp_path / "exp", checkpoint_propagation=True)
+    data["network_g"] = {"type": "EDVR", "num_feat": 8, "num_frame": 5, "num_extract_block": 1,
+                         "num_reconstruct_block": 1, "deformable_groups": 1}
+    assert run_train(write_options(tmp_path / "o.yml", data)) == 2
+    err = capsys.readouterr().err
+    assert "train.checkpoint_propagation" in err and "EDVR" in err
+    assert not (tmp_path / "exp").exists()
 
 
 def test_plan_json_has_documented_keys(tiny_reds, tmp_path, capsys):

@@ -80,8 +80,8 @@ class TrainOptions:
     ema_decay: float = 0.0
     grad_clip: float | None = None
     # speed switches (measured defaults; see benchmarks/)
-    channels_last: bool = False
-    amp: str = "none"  # none | bf16 | fp16
+    channels_last: bool | None = None  # None: on for CPU (measured faster), off on CUDA (not measured)
+    amp: str = "auto"  # auto | none | bf16 | fp16; auto: bf16 on CPUs with native bf16 (measured), else none
     compile: bool = False
     checkpoint_propagation: bool = False
     nan_check_freq: int = 50
@@ -193,7 +193,7 @@ def _check_values(opt: Options) -> None:
         if value <= 0:
             raise ConfigError(f"{src}: '{key}' must be positive, got {value}")
     choices = {"train.warmup": (tr.warmup, ("none", "constant", "linear")),
-               "train.amp": (tr.amp, ("none", "bf16", "fp16")),
+               "train.amp": (tr.amp, ("auto", "none", "bf16", "fp16")),
                "train.optim_g.type": (tr.optim_g.type, ("Adam", "AdamW")),
                "train.pixel_opt.type": (tr.pixel_opt.type, ("CharbonnierLoss", "L1Loss", "MSELoss")),
                "train.pixel_opt.reduction": (tr.pixel_opt.reduction, ("mean", "sum")),
