@@ -60,14 +60,14 @@ def test_cpu_scale_keeps_the_papers_ratios_and_shares_identical_runs(tmp_path):
     t1 = expand("table1", "cpu", tmp_path)["basicvsr_m"]
     t8 = expand("table8", "cpu", tmp_path)["combinations"]
     base, large = t1["baseline"], t1["large_batch"]
-    assert (base.minibatch, base.total_iter, base.schedule.describe()) == (4, 144, "32&7")
-    assert (large.minibatch, large.total_iter) == (16, 36)
+    assert (base.minibatch, base.total_iter, base.schedule.describe()) == (4, 288, "32&7")
+    assert (large.minibatch, large.total_iter) == (16, 72)
     assert peak_lrs(large) == {4e-3} and peak_lrs(base) == {1e-3}  # LR x4 for the 4x minibatch
-    assert large.plan["warmup_iter"] == 2  # 1/15 of the run, as 5k of 75k
+    assert large.plan["warmup_iter"] == 5  # 1/15 of the run (4.8), as 5k of 75k
     assert t1["multi_s"].schedule.describe() == "16&7 / 32&7"
     assert t1["multi_t"].schedule.describe() == "32&3 / 32&5 / 32&7"
     assert t1["multi_st"].schedule.describe() == "16&3 / 16&5 / 16&7 / 32&3 / 32&5 / 32&7"
-    assert [s.iters for s in t1["multi_st"].schedule.stages] == [6] * 6  # equal stages, as the paper
+    assert [s.iters for s in t1["multi_st"].schedule.stages] == [12] * 6  # equal stages, as the paper
     assert t8["sync_2"].schedule.describe() == "16&3 / 32&7"
     assert t8["sync_3"].schedule.describe() == "16&3 / 24&5 / 32&7"
     assert t8["hier_4"].schedule.describe() == "16&3 / 16&7 / 32&3 / 32&7"
@@ -83,8 +83,8 @@ def test_lr_scaling_and_warmup_ablations(tmp_path):
     t5 = expand("table5", "cpu", tmp_path)["warmup"]
     assert t5["without_warmup"].plan["warmup_iter"] == 0
     constant, linear = t5["constant_warmup"].lr_schedule, t5["linear_warmup"].lr_schedule
-    assert constant.lr_at(0) == pytest.approx(0.1 * 4e-3, rel=0.01) and constant.lr_at(2) > 5 * constant.lr_at(1)
-    assert linear.lr_at(0) == pytest.approx(4e-3 / 2, rel=0.01) and linear.lr_at(1) > linear.lr_at(0)
+    assert constant.lr_at(0) == pytest.approx(0.1 * 4e-3, rel=0.01) and constant.lr_at(5) > 5 * constant.lr_at(4)
+    assert linear.lr_at(0) == pytest.approx(4e-3 / 5, rel=0.01) and linear.lr_at(1) > linear.lr_at(0)
     t6 = expand("table6", "paper", tmp_path)["minibatch"]
     assert [(t6[n].minibatch, t6[n].total_iter) for n in ("minibatch_x2", "minibatch_x3", "minibatch_x4")] == \
         [(32, 150_000), (48, 100_000), (64, 75_000)]
@@ -113,7 +113,7 @@ def test_every_builtin_table_resolves(tmp_path, scale):
 
 def test_limit_iters_keeps_every_stage_and_the_warmup_share(tmp_path):
     rows = expand("table1", "cpu", tmp_path, limit_iters=3)["basicvsr_m"]
-    assert rows["baseline"].total_iter == 3 and rows["baseline"].limited_from == 144
+    assert rows["baseline"].total_iter == 3 and rows["baseline"].limited_from == 288
     assert rows["multi_st"].total_iter == 6 and len(rows["multi_st"].schedule.stages) == 6
     assert 1 <= rows["large_batch"].plan["warmup_iter"] < rows["large_batch"].total_iter
     assert rows["baseline"].run_dir != expand("table1", "cpu", tmp_path)["basicvsr_m"]["baseline"].run_dir
