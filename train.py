@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import json
 import os
 import signal
@@ -34,7 +33,7 @@ import yaml
 from vsr_accel import checkpoint as ckpt
 from vsr_accel.curriculum import Schedule, build_schedule
 from vsr_accel.distributed import (DistContext, all_reduce_mean_, barrier, broadcast_object, init_distributed,
-                                   pick_device, shutdown)
+                                   shutdown)
 from vsr_accel.ema import EMA
 from vsr_accel.errors import CheckpointError, ConfigError, VSRError, report_user_errors
 from vsr_accel.evaluation import evaluate, restore_clip
@@ -536,35 +535,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
         return 0
 
-    join_restarted_group(args.device)
     ctx = init_distributed(args.device)
     try:
         return train(opt, args, ctx)
     finally:
         shutdown(ctx)
-
-
-def join_restarted_group(requested_device: str | None) -> None:
-    """torchrun restarts a failed group on the same agent key-value store, where the bootstrap keys
-    of the failed attempt (gloo peer addresses, NCCL ids) are still stored: a restarted rank may
-    read a dead peer's address and fail with 'Connection refused'. From the second attempt on, the
-    group starts on a store namespaced by the attempt number; `init_distributed` then finds it
-    initialised and only describes it. (The first attempt keeps torch's own path.)"""
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or "0"
-    world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if (attempt == "0" or world_size <= 1 or torch.distributed.is_initialized()
-            or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"):
-        return
-    device = pick_device(int(os.environ.get("LOCAL_RANK", "0")), requested_device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    timeout = datetime.timedelta(seconds=1800)
-    agent_store = torch.distributed.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
-                                             is_master=False, timeout=timeout)
-    torch.distributed.init_process_group(
-        backend="nccl" if device.type == "cuda" else "gloo", rank=int(os.environ["RANK"]), world_size=world_size,
-        store=torch.distributed.PrefixStore(f"vsr_attempt_{attempt}", agent_store), timeout=timeout,
-        **({"device_id": device} if device.type == "cuda" else {}))
 
 
 def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:

@@ -12,6 +12,7 @@ metadata, like the Markdown and CSV files it sits beside.
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -64,8 +65,22 @@ def curriculum_curve(label: str, schedule: Schedule, lr_schedule: LRSchedule) ->
                            lr_crop=tuple(s.lr_crop for s in stages), frames=tuple(s.num_frames for s in stages))
 
 
+FOOTER_CHARS = 180  # monospace 6 pt across a 10-inch figure
+TITLE_CHARS = 70  # the axes span ~2/3 of the figure (legend on the right)
+
+
+def _wrapped(lines: Sequence[str], width: int) -> list[str]:
+    """Long provenance lines (the scale note) wrapped, so no footer text runs off the PNG."""
+    return [part for line in lines for part in (textwrap.wrap(line, width, subsequent_indent="  ") or [""])]
+
+
+def _footer_inches(header: Sequence[str]) -> float:
+    return 0.16 * (len(_wrapped(header, FOOTER_CHARS)) + 1)
+
+
 def _footer(fig, header: Sequence[str]) -> None:
-    fig.text(0.01, 0.005, "\n".join(header), fontsize=6, va="bottom", ha="left", color="0.35", family="monospace")
+    fig.text(0.01, 0.005, "\n".join(_wrapped(header, FOOTER_CHARS)), fontsize=6, va="bottom", ha="left",
+             color="0.35", family="monospace")
 
 
 def _save(fig, path: Path, header: Sequence[str]) -> Path:
@@ -77,7 +92,7 @@ def _save(fig, path: Path, header: Sequence[str]) -> Path:
 
 def plot_curricula(curves: Sequence[CurriculumCurve], path: Path, title: str, header: Sequence[str]) -> Path:
     """Three stacked panels sharing the iteration axis: LR, LR crop size, clip length."""
-    footer_in = 0.16 * (len(header) + 1)
+    footer_in = _footer_inches(header)
     fig, axes = plt.subplots(3, 1, figsize=(10, 8.5 + footer_in), sharex=True)
     panels = (("learning rate", "lr"), ("LR crop (px)", "lr_crop"), ("clip length (frames)", "frames"))
     for ax, (ylabel, attr) in zip(axes, panels):
@@ -86,16 +101,16 @@ def plot_curricula(curves: Sequence[CurriculumCurve], path: Path, title: str, he
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("iteration")
-    axes[0].set_title(title)
+    axes[0].set_title(textwrap.fill(title, TITLE_CHARS))
     axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.subplots_adjust(left=0.08, right=0.74, top=0.95, bottom=0.06 + footer_in / (8.5 + footer_in))
+    fig.subplots_adjust(left=0.08, right=0.74, top=0.93, bottom=0.06 + footer_in / (8.5 + footer_in))
     _footer(fig, header)
     return _save(fig, path, header)
 
 
 def plot_val_psnr(curves: dict[str, Sequence[ValPoint]], path: Path, title: str, header: Sequence[str]) -> Path:
     """One line per variant: validation PSNR against training time excluding data loading."""
-    footer_in = 0.16 * (len(header) + 1)
+    footer_in = _footer_inches(header)
     fig, ax = plt.subplots(figsize=(10, 5.5 + footer_in))
     plotted = 0
     for label, points in curves.items():
@@ -108,11 +123,11 @@ def plot_val_psnr(curves: dict[str, Sequence[ValPoint]], path: Path, title: str,
         ax.text(0.5, 0.5, "no validation results yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("training time excluding data loading (s, measured by the trainer)")
     ax.set_ylabel("validation PSNR (dB)")
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, TITLE_CHARS))
     ax.grid(alpha=0.3)
     if plotted:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.subplots_adjust(left=0.08, right=0.74, top=0.93, bottom=0.1 + footer_in / (5.5 + footer_in))
+    fig.subplots_adjust(left=0.08, right=0.74, top=0.9, bottom=0.1 + footer_in / (5.5 + footer_in))
     _footer(fig, header)
     return _save(fig, path, header)
 

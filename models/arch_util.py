@@ -9,7 +9,6 @@ import logging
 from typing import Any, Callable
 
 import torch
-import torchvision
 from torch import nn
 from torch.nn import functional as F
 from torch.nn import init
@@ -98,7 +97,10 @@ def flow_warp(
     # Map pixel positions to [-1, 1]; max(., 1) keeps 1-pixel-wide maps finite.
     target_x = 2.0 * target[:, :, :, 0] / max(w - 1, 1) - 1.0
     target_y = 2.0 * target[:, :, :, 1] / max(h - 1, 1) - 1.0
-    normalised = torch.stack((target_x, target_y), dim=3)
+    # A non-finite flow (a diverging run) would reach grid_sample's integer index casts, which are
+    # undefined for NaN/inf and can crash the process on CPU before the trainer's NaN check sees the
+    # loss; pushed far outside the frame instead. Finite positions are untouched (BasicSR's outputs).
+    normalised = torch.stack((target_x, target_y), dim=3).nan_to_num(nan=-1e4, posinf=1e4, neginf=-1e4)
     return F.grid_sample(x, normalised, mode=interp_mode, padding_mode=padding_mode, align_corners=align_corners)
 
 
@@ -168,7 +170,9 @@ class DCNv2Pack(nn.Module):
         offset = torch.cat((offset_a, offset_b), dim=1)
         mask = torch.sigmoid(mask_logits)
         self._warn_on_large_offsets(offset)
-        return torchvision.ops.deform_conv2d(
+        from torchvision.ops import deform_conv2d  # on first use: BasicVSR runs never import torchvision
+
+        return deform_conv2d(
             x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
 
     def _warn_on_large_offsets(self, offset: torch.Tensor) -> None:

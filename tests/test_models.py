@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import models
 from models import build_network, is_recurrent, network_arguments, required_multiple
-from models.arch_util import DCNv2Pack
+from models.arch_util import DCNv2Pack, flow_warp
 from models.basicvsr import BasicVSR
 from models.edvr import EDVR
 from models.spynet import SpyNet, pyramid_levels
@@ -204,6 +204,25 @@ def test_basicvsr_forward_shapes(h, w, t):
         out = net(torch.rand(1, t, 3, h, w))
     assert out.shape == (1, t, 3, 4 * h, 4 * w)
     assert torch.isfinite(out).all()
+
+
+def test_flow_warp_survives_non_finite_flow_and_keeps_finite_positions():
+    """A diverging run's NaN/inf flow must reach the trainer's NaN check, not crash grid_sample."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 2, 6, 7, requires_grad=True)
+    flow = torch.randn(1, 6, 7, 2)
+    expected = flow_warp(x, flow)
+    bad = flow.clone()
+    bad[0, 1, 2] = float("nan")
+    bad[0, 3, 4, 0] = float("inf")
+    bad[0, 4, 5, 1] = float("-inf")
+    warped = flow_warp(x, bad.requires_grad_())
+    warped.sum().backward()
+    assert torch.isfinite(warped).all() and torch.isfinite(x.grad).all()
+    untouched = torch.ones(6, 7, dtype=torch.bool)
+    untouched[1, 2] = untouched[3, 4] = untouched[4, 5] = False
+    assert torch.equal(warped[0][:, untouched], expected[0][:, untouched])
+    assert warped[0, :, 1, 2].abs().max() == 0  # far outside the frame: zero padding
 
 
 def test_pyramid_levels_keep_basicsr_from_33px():

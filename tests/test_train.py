@@ -15,6 +15,9 @@ import models
 import train
 from tests.conftest import tiny_options, write_options
 from tests.test_reliability import kill_tree
+from vsr_accel.options import TrainOptions
+
+DEFAULT_TRAIN = TrainOptions(total_iter=1)  # every speed switch at its default
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,11 +95,10 @@ def test_gradient_accumulation_matches_one_large_batch(tiny_reds, tmp_path):
 
 def test_default_speed_settings_are_the_benchmarked_ones():
     from benchmarks._common import OPTIMISED
-    from vsr_accel.options import TrainOptions
-    cpu = train.resolve_speed(TrainOptions(total_iter=1), torch.device("cpu"))
+    cpu = train.resolve_speed(DEFAULT_TRAIN, torch.device("cpu"))
     assert cpu.channels_last == OPTIMISED.channels_last
     assert cpu.amp_dtype == {"bf16": torch.bfloat16, "none": None}[OPTIMISED.amp]
-    cuda = train.resolve_speed(TrainOptions(total_iter=1), torch.device("cuda"))
+    cuda = train.resolve_speed(DEFAULT_TRAIN, torch.device("cuda"))
     assert cuda == train.SpeedSettings(channels_last=False, amp_dtype=None)  # nothing measured there
     forced = train.resolve_speed(TrainOptions(total_iter=1, amp="fp16", channels_last=False), torch.device("cpu"))
     assert forced == train.SpeedSettings(channels_last=False, amp_dtype=torch.float16)
@@ -114,6 +116,53 @@ def test_default_speed_run_saves_plain_weights_and_checkpoint_propagation_trains
     a, b = final_weights(tmp_path / "plain", 4), final_weights(tmp_path / "recompute", 4)
     assert all(v.is_contiguous() for v in a.values())
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def logged_losses(run: Path) -> list[float]:
+    import re
+    return [float(m.group(1)) for m in re.finditer(r"iter +\d+/\d+ \| loss ([0-9.e+-]+)", (run / "train.log").read_text())]
+
+
+def test_default_precision_trains_like_fp32_for_50_iterations(tiny_reds, tmp_path):
+    """train.py's own loop (curriculum, flow unfreezing, fused Adam, channels_last): the default
+    precision's loss curve stays within 1% of fp32 at every one of 50 iterations."""
+    if train.resolve_speed(DEFAULT_TRAIN, torch.device("cpu")).amp_dtype is None:
+        pytest.skip("the default precision on this CPU is fp32: nothing to compare")
+    curves = {}
+    for amp in ("auto", "none"):
+        data = tiny_options(tiny_reds, tmp_path / amp, total_iter=50, amp=amp)
+        data["logger"].update(print_freq=1, save_checkpoint_freq=50)
+        assert run_train(write_options(tmp_path / f"{amp}.yml", data)) == 0
+        curves[amp] = logged_losses(tmp_path / amp / "tiny")
+    fast, reference = curves["auto"], curves["none"]
+    assert len(fast) == len(reference) == 50
+    assert min(reference[-10:]) < 0.9 * reference[0], "fp32 did not train: the comparison would be vacuous"
+    relative = [abs(a - b) / b for a, b in zip(fast, reference)]
+    assert max(relative) < 0.01, f"iteration {relative.index(max(relative)) + 1}: {max(relative):.2%}"
+
+
+@pytest.mark.slow
+def test_compile_traces_once_per_stage_shape_and_trains_like_eager(tiny_reds, tmp_path):
+    """`train.compile`: a static graph per curriculum shape (2 here), none re-traced while the
+    shape holds, and the same losses as the eager loop (both in the default precision)."""
+    from torch._dynamo.utils import counters
+    curves = {}
+    for compiled in (False, True):
+        data = tiny_options(tiny_reds, tmp_path / str(compiled), total_iter=6, compile=compiled, fix_flow=0,
+                            curriculum={"type": "temporal", "lr_crops": [16], "frame_counts": [3, 5]})
+        data["logger"].update(print_freq=1, save_checkpoint_freq=6)
+        torch._dynamo.reset()
+        counters.clear()
+        assert run_train(write_options(tmp_path / f"{compiled}.yml", data)) == 0
+        curves[compiled] = logged_losses(tmp_path / str(compiled) / "tiny")
+        if compiled:
+            frames = counters["frames"]
+            assert 2 <= frames["ok"] and frames["ok"] == frames["total"], dict(frames)
+            traced_per_shape = frames["ok"] / 2
+    eager, fast = curves[False], curves[True]
+    assert len(eager) == len(fast) == 6
+    assert max(abs(a - b) / b for a, b in zip(fast, eager)) < 0.02
+    assert traced_per_shape == int(traced_per_shape)  # the same frames traced for each of the 2 shapes
 
 
 def test_checkpoint_propagation_for_edvr_is_a_named_error(tiny_reds, tmp_path, capsys):

@@ -53,10 +53,29 @@ def init_distributed(requested_device: str | None = None, timeout_s: int = 1800)
         torch.cuda.set_device(device)
     if world_size > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(
-            backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
-            **({"device_id": device} if device.type == "cuda" else {}))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        device_id = {"device_id": device} if device.type == "cuda" else {}
+        store = _restart_store(world_size, timeout)
+        if store is None:
+            torch.distributed.init_process_group(backend=backend, timeout=timeout, **device_id)
+        else:
+            torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world_size, store=store,
+                                                 timeout=timeout, **device_id)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def _restart_store(world_size: int, timeout: datetime.timedelta) -> torch.distributed.Store | None:
+    """torchrun restarts a failed group on the same agent key-value store, where the bootstrap keys
+    of the failed attempt (gloo peer addresses, NCCL ids) are still stored: a restarted rank may
+    read a dead peer's address and fail with 'Connection refused'. From the second attempt on, the
+    group starts on a store namespaced by the attempt number. None: the first attempt, or no
+    torchrun agent store, where torch's own rendezvous is right."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or "0"
+    if attempt == "0" or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    agent_store = torch.distributed.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                                             is_master=False, timeout=timeout)
+    return torch.distributed.PrefixStore(f"vsr_attempt_{attempt}", agent_store)
 
 
 def barrier(ctx: DistContext) -> None:

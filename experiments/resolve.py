@@ -1,0 +1,207 @@
+"""A table variant at a scale -> a validated options file, a curriculum and a run folder.
+
+The run folder's name hashes every option that changes results, so identical variants of
+different tables share one run, and a changed definition never reuses a stale one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+import models
+import train
+from experiments.definitions import ScaleSpec, SectionSpec, TableSpec, VariantSpec, display_path, pick
+from vsr_accel.config import apply_overrides, read_yaml
+from vsr_accel.curriculum import Schedule
+from vsr_accel.errors import ConfigError
+from vsr_accel.lr import LRSchedule
+from vsr_accel.options import Options, load_options
+from vsr_accel.plan import plan_dict
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """How this invocation runs the variants (the same for every table it runs)."""
+
+    scale: str
+    runs_root: Path
+    nproc_per_node: int = 1  # processes per baseline run (1: plain python, no torch.distributed)
+    scale_devices: bool = False  # launch a row with `devices: k` on k x nproc_per_node processes
+    limit_iters: int | None = None  # smoke test: at most this many iterations per variant
+    overrides: tuple[str, ...] = ()  # --set for every variant, applied last
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedVariant:
+    table: TableSpec
+    section: SectionSpec
+    variant: VariantSpec
+    options: dict[str, Any]  # what is written to <run>/ablation.yml
+    opt: Options
+    schedule: Schedule
+    lr_schedule: LRSchedule
+    plan: dict[str, Any]  # exactly what `train.py --plan --json` prints for this run
+    world_size: int
+    minibatch: int
+    run_dir: Path
+    limited_from: int | None = None  # the definition's iterations when --limit-iters cut them
+
+    @property
+    def options_path(self) -> Path:
+        return self.run_dir / "ablation.yml"
+
+    @property
+    def total_iter(self) -> int:
+        return self.schedule.total_iter
+
+    @property
+    def curriculum_label(self) -> str:
+        return f"{self.schedule.kind}: {self.schedule.describe()}"
+
+    @property
+    def work(self) -> float:
+        """FLOP-proportional work of the whole run (global samples x crop^2 x frames), in units of
+        one baseline-shape sample: the dry run's cost estimate."""
+        per_step = self.world_size * self.opt.train.grad_accum
+        return sum(stage.iters * self.schedule.batch_per_device * per_step * self.schedule.compute_per_iter(stage)
+                   for stage in self.schedule.stages)
+
+
+def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` in nested dicts, creating the intermediate mappings."""
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def expand(table: TableSpec, settings: SweepSettings) -> list[tuple[SectionSpec, list[ResolvedVariant]]]:
+    """Every section of `table` defined at `settings.scale`, with its variants resolved and
+    validated (options, curriculum, LR schedule). Reads no data and writes nothing."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix="vsr-ablation-") as scratch:
+        for section in table.sections:
+            if settings.scale not in section.scales:
+                continue
+            resolved = [resolve_variant(table, section, v, settings, Path(scratch)) for v in section.variants]
+            out.append((section, resolved))
+    if not out:
+        raise ConfigError(f"{display_path(table.source)}: no section is defined at scale '{settings.scale}' "
+                          f"(scales: {', '.join(table.scale_names)})")
+    return out
+
+
+def resolve_variant(table: TableSpec, section: SectionSpec, variant: VariantSpec, settings: SweepSettings,
+                    scratch: Path) -> ResolvedVariant:
+    where = f"{display_path(table.source)}: {section.name}/{variant.name} at scale '{settings.scale}'"
+    scale = section.scales[settings.scale]
+    try:
+        return _resolve(table, section, variant, scale, settings, scratch, where)
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def _resolve(table: TableSpec, section: SectionSpec, variant: VariantSpec, scale: ScaleSpec,
+             settings: SweepSettings, scratch: Path, where: str) -> ResolvedVariant:
+    scales = table.scale_names
+    data = read_yaml(scale.base)
+    for key, value in scale.set.items():
+        set_key(data, key, pick(value, scale.name, scales, f"{key}"))
+
+    world = settings.nproc_per_node * (variant.devices if settings.scale_devices else 1)
+    minibatch = scale.minibatch * variant.minibatch
+    accum = int((data.get("train") or {}).get("grad_accum", 1))
+    if minibatch % (world * accum):
+        raise ConfigError(f"minibatch {minibatch} does not split over {world} process(es) x {accum} "
+                          f"accumulation step(s); pick --nproc-per-node to divide it")
+    if variant.warmup != "none" and scale.warmup_iter <= 0:
+        raise ConfigError(f"the variant warms up ({variant.warmup}) but the scale sets no warmup_iter")
+    iterations = scale.iterations * variant.iterations
+    if iterations.denominator != 1:
+        raise ConfigError(f"iterations {scale.iterations} x {variant.iterations} = {float(iterations):g} "
+                          "is not a whole number; adjust the scale's iterations")
+    set_key(data, "datasets.train.batch_size_per_gpu", minibatch // (world * accum))
+    set_key(data, "train.curriculum", _curriculum(variant, scale, scales))
+    set_key(data, "train.base_batch", scale.minibatch if variant.lr_scaling else None)
+    set_key(data, "train.warmup", variant.warmup)
+    set_key(data, "logger.use_tb_logger", True)  # the validation-vs-time figure reads it
+    for key, value in variant.set.items():
+        set_key(data, key, pick(value, scale.name, scales, f"set.{key}"))
+
+    full_iters = int(iterations)
+    opt, schedule = _with_iterations(data, full_iters, scale, variant, scratch, settings)
+    limited_from = None
+    if settings.limit_iters is not None and settings.limit_iters < full_iters:
+        limited = max(settings.limit_iters, len(schedule.stages))
+        if limited < full_iters:
+            limited_from = full_iters
+            opt, schedule = _with_iterations(data, limited, scale, variant, scratch, settings, full_iters)
+
+    digest = hashlib.sha256(f"{opt.results_hash()}|world={world}".encode()).hexdigest()[:8]
+    slug = f"{schedule.kind}-b{minibatch}-{schedule.total_iter}it-w{world}-{digest}"
+    set_key(data, "name", slug)
+    set_key(data, "path.experiments_root", str(settings.runs_root))
+    opt = dataclasses.replace(opt, name=slug,
+                              path=dataclasses.replace(opt.path, experiments_root=str(settings.runs_root)))
+    lr_schedule = train.build_lr_schedule(opt, schedule, world)
+    plan = plan_dict(schedule, lr_schedule, scale=opt.scale, world_size=world, grad_accum=opt.train.grad_accum)
+    return ResolvedVariant(table=table, section=section, variant=variant, options=data, opt=opt, schedule=schedule,
+                           lr_schedule=lr_schedule, plan=plan, world_size=world, minibatch=minibatch,
+                           run_dir=settings.runs_root / slug, limited_from=limited_from)
+
+
+def _curriculum(variant: VariantSpec, scale: ScaleSpec, scales: Sequence[str]) -> dict[str, Any]:
+    """The variant's curriculum with the scale's cycles filled in where the kind uses them."""
+    spec = {key: pick(value, scale.name, scales, f"curriculum.{key}") for key, value in variant.curriculum.items()}
+    kind = spec["type"]
+    if kind in ("spatial", "multigrid", "synchronous") and spec.get("lr_crops") is None and scale.lr_crops:
+        spec["lr_crops"] = list(scale.lr_crops)
+    if kind in ("temporal", "multigrid", "synchronous") and spec.get("frame_counts") is None and scale.frame_counts:
+        spec["frame_counts"] = list(scale.frame_counts)
+    return {key: value for key, value in spec.items() if value is not None}
+
+
+def _with_iterations(data: dict[str, Any], iters: int, scale: ScaleSpec, variant: VariantSpec, scratch: Path,
+                     settings: SweepSettings, full_iters: int | None = None) -> tuple[Options, Schedule]:
+    """Set everything that depends on the run length, validate, and build the curriculum.
+    A run cut by --limit-iters keeps its warmup's share of the run."""
+    set_key(data, "train.total_iter", iters)
+    warmup = scale.warmup_iter if variant.warmup != "none" else -1
+    if warmup > 0 and full_iters:
+        warmup = max(1, round(warmup * iters / full_iters))
+    if warmup >= iters:
+        warmup = iters - 1 if iters > 1 else -1
+    set_key(data, "train.warmup_iter", warmup)
+    if scale.val_points or settings.limit_iters:
+        val_freq = max(1, math.ceil(iters / (scale.val_points or 2)))
+        set_key(data, "val.val_freq", val_freq)
+        set_key(data, "logger.save_checkpoint_freq", val_freq)
+        print_freq = int((data.get("logger") or {}).get("print_freq", 100))
+        set_key(data, "logger.print_freq", max(d for d in range(1, min(print_freq, val_freq) + 1) if val_freq % d == 0))
+    if settings.overrides:
+        apply_overrides(data, settings.overrides)
+    opt = _validate(data, scratch / "check.yml")
+    schedule = train.build_curriculum(opt, max_frames=None, crop_multiple=models.required_multiple(opt.network_g))
+    return opt, schedule
+
+
+def _validate(data: dict[str, Any], path: Path) -> Options:
+    """Type- and value-check through the same loader train.py uses."""
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        return load_options(path)
+    except ConfigError as exc:  # the scratch file's name means nothing to the user
+        raise ConfigError(str(exc).replace(f"{path}: ", "", 1)) from None
