@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import experiments.launch as launch
 import experiments.run as runner
 from experiments import plots, tables
 from tests.conftest import make_reds_like, tiny_options, write_options
@@ -222,7 +223,7 @@ def smoke_table(tmp_path) -> str:
 def test_interrupted_sweep_resumes_without_rerunning_finished_variants(smoke_table, tmp_path, monkeypatch):
     args = [smoke_table, "--scale", "smoke", "--in-process", "--quiet", "--runs-root", str(tmp_path / "runs"),
             "--out", str(tmp_path / "out")]
-    real_train, trained = runner.train_in_process, []
+    real_train, trained = launch.train_in_process, []
 
     def interrupt_second(command):
         trained.append(command)
@@ -230,20 +231,20 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_variants(smoke_tab
             raise KeyboardInterrupt
         return real_train(command)
 
-    monkeypatch.setattr(runner, "train_in_process", interrupt_second)
+    monkeypatch.setattr(launch, "train_in_process", interrupt_second)
     assert runner.main(args) == 130
     first_state = next((tmp_path / "runs").glob("none-*/training_states/2.state"))
     first_mtime = first_state.stat().st_mtime_ns
 
     trained.clear()
-    monkeypatch.setattr(runner, "train_in_process", lambda command: trained.append(command) or real_train(command))
+    monkeypatch.setattr(launch, "train_in_process", lambda command: trained.append(command) or real_train(command))
     assert runner.main(args) == 0
     assert len(trained) == 1 and "temporal-" in trained[0][3]  # only the interrupted variant
     assert first_state.stat().st_mtime_ns == first_mtime
 
     evaluated = []
-    monkeypatch.setattr(runner, "train_in_process", lambda command: pytest.fail("finished variant trained again"))
-    monkeypatch.setattr(runner, "evaluate_in_process", lambda command: evaluated.append(command) or 0)
+    monkeypatch.setattr(launch, "train_in_process", lambda command: pytest.fail("finished variant trained again"))
+    monkeypatch.setattr(launch, "evaluate_in_process", lambda command: evaluated.append(command) or 0)
     assert runner.main(args) == 0 and not evaluated
 
     folder = tmp_path / "out" / "smoke"
