@@ -66,12 +66,18 @@ def curriculum_curve(label: str, schedule: Schedule, lr_schedule: LRSchedule) ->
 
 
 FOOTER_CHARS = 180  # monospace 6 pt across a 10-inch figure
+LEGEND_CHARS = 36  # 7 pt in the quarter of the figure right of the axes
 TITLE_CHARS = 70  # the axes span ~2/3 of the figure (legend on the right)
 
 
 def _wrapped(lines: Sequence[str], width: int) -> list[str]:
     """Long provenance lines (the scale note) wrapped, so no footer text runs off the PNG."""
     return [part for line in lines for part in (textwrap.wrap(line, width, subsequent_indent="  ") or [""])]
+
+
+def _legend(label: str) -> str:
+    """Legend entries wrapped to the space right of the axes (Table 8's labels are long)."""
+    return textwrap.fill(label, LEGEND_CHARS, subsequent_indent="  ")
 
 
 def _footer_inches(header: Sequence[str]) -> float:
@@ -97,7 +103,8 @@ def plot_curricula(curves: Sequence[CurriculumCurve], path: Path, title: str, he
     panels = (("learning rate", "lr"), ("LR crop (px)", "lr_crop"), ("clip length (frames)", "frames"))
     for ax, (ylabel, attr) in zip(axes, panels):
         for curve in curves:
-            ax.plot(curve.iters, getattr(curve, attr), drawstyle="steps-post", label=curve.label, linewidth=1.4)
+            ax.plot(curve.iters, getattr(curve, attr), drawstyle="steps-post", label=_legend(curve.label),
+                    linewidth=1.4)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("iteration")
@@ -117,7 +124,7 @@ def plot_val_psnr(curves: dict[str, Sequence[ValPoint]], path: Path, title: str,
         timed = [p for p in points if p.train_seconds is not None]
         if not timed:
             continue
-        ax.plot([p.train_seconds for p in timed], [p.psnr for p in timed], marker="o", markersize=3, label=label)
+        ax.plot([p.train_seconds for p in timed], [p.psnr for p in timed], marker="o", markersize=3, label=_legend(label))
         plotted += 1
     if not plotted:
         ax.text(0.5, 0.5, "no validation results yet", ha="center", va="center", transform=ax.transAxes)
