@@ -37,6 +37,7 @@ from vsr_accel.distributed import (DistContext, all_reduce_mean_, barrier, broad
 from vsr_accel.ema import EMA
 from vsr_accel.errors import CheckpointError, ConfigError, VSRError, report_user_errors
 from vsr_accel.evaluation import evaluate, restore_clip
+from vsr_accel.layout import channels_last_clip, cpu_supports_bf16
 from vsr_accel.losses import build_pixel_loss
 from vsr_accel.lr import LRSchedule
 from vsr_accel.options import Options, TrainOptions, load_options
@@ -157,21 +158,8 @@ def resolve_speed(tr: TrainOptions, device: torch.device) -> SpeedSettings:
     channels_last = on_cpu if tr.channels_last is None else tr.channels_last
     amp = tr.amp
     if amp == "auto":
-        amp = "bf16" if on_cpu and cpu_runs_bf16() else "none"
+        amp = "bf16" if on_cpu and cpu_supports_bf16() else "none"
     return SpeedSettings(channels_last, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp))
-
-
-def cpu_runs_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def frames_channels_last(clip: torch.Tensor) -> torch.Tensor:
-    """(b, t, c, h, w) laid out so every frame clip[:, i] is NHWC, like the channels_last model's
-    features (each trunk's first convolution then needs no layout conversion)."""
-    return clip.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
 
 
 def maybe_compile(net: torch.nn.Module, enabled: bool, stage_count: int) -> torch.nn.Module:
@@ -642,7 +630,7 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
             lq = batch["lq"].to(ctx.device, non_blocking=True)  # already there (prefetched on CUDA, CPU as is)
             gt = batch["gt"].to(ctx.device, non_blocking=True)
             if speed.channels_last and lq.dim() == 5:
-                lq = frames_channels_last(lq)
+                lq = channels_last_clip(lq)
             if not recurrent and gt.dim() == 5:
                 gt = gt[:, gt.shape[1] // 2]
             sync = contextlib.nullcontext() if (last_micro or not ctx.is_distributed) else net.no_sync()

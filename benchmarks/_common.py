@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from vsr_accel.layout import channels_last_clip, cpu_supports_bf16  # noqa: E402,F401  (re-exported to the benches)
+
 RESULTS = REPO / "benchmarks" / "results"
 THREADS = 2  # the brief's machine: 2 cores; timings are for exactly this many intra-op threads
 
@@ -66,14 +68,6 @@ class StepOptions:
         return ", ".join(parts)
 
 
-def cpu_supports_bf16() -> bool:
-    """oneDNN runs bf16 convolutions natively (AVX512-BF16 / AMX); elsewhere it emulates them slowly."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 UNOPTIMISED = StepOptions()
 # train.py's defaults on a CPU, chosen by `bench_step.py --sweep` on the 2-core Xeon (AMX-BF16):
 # channels_last 1.1-1.4x, bf16 autocast 1.8-2.1x, both 2.6-3.1x; fused Adam: the optimizer step
@@ -109,11 +103,6 @@ def make_adam(model: torch.nn.Module, kind: str) -> torch.optim.Optimizer:
     elif kind != "default":
         raise ValueError(f"unknown Adam kind {kind!r}")
     return torch.optim.Adam(flow_param_groups(model), lr=ADAM_LR, **kwargs)
-
-
-def channels_last_clip(x: torch.Tensor) -> torch.Tensor:
-    """(b, t, c, h, w) stored so that every frame x[:, i] is a channels-last (NHWC) image."""
-    return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
 
 
 class TrainStep:
