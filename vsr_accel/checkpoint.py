@@ -12,7 +12,6 @@ import errno
 import os
 import pickle
 import re
-import secrets
 import signal
 import sys
 import warnings
@@ -23,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from vsr_accel.errors import CheckpointError
+from vsr_accel.fsio import TEMP_NAME, atomic_writer, remove_stale_temps  # noqa: F401  (re-exported)
 
 PARAM_KEYS = ("params_ema", "params")
 
@@ -82,33 +82,21 @@ def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
 
 # -- atomic writes and training states ---------------------------------------------------------
 
-TEMP_NAME = re.compile(r"^\..+\.tmp$")
-"""`atomic_save`'s temp files (`.<name>.<random>.tmp`); only a killed save leaves one behind."""
-
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, flush + fsync, then rename over `path`.
+    """torch.save through `vsr_accel.fsio.atomic_writer` (temp file, fsync, rename, folder fsync,
+    the umask's mode).
 
     A crash (kill -9, full disk) during the write leaves the previous file untouched and at most
     a stray `.tmp` file (see `remove_stale_temps`), never a file that looks complete but is not.
     A failed write raises CheckpointError naming `path` and the OS's reason."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    # os.open rather than mkstemp: mkstemp's 0600 would survive the rename, hiding checkpoints from
-    # the rest of a team; 0666 minus the umask is what a plain open() gives.
     try:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as handle:
+        with atomic_writer(path, before_rename=lambda: fault_injection_point(f"save:{path.name}")) as handle:
             torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        fault_injection_point(f"save:{path.name}")
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
         os_error = _os_error_behind(exc)
         if os_error is not None:
             raise CheckpointError(f"{path}: checkpoint not written ({os_error.strerror or os_error}); no existing "
@@ -126,27 +114,6 @@ def _os_error_behind(exc: BaseException) -> OSError | None:
             return exc
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable: without it a power cut can forget the new name."""
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete the temp files of saves that were killed mid-write; returns what was removed.
-    Call it only while nothing else is saving into `folder` (at start-up, on the saving rank)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    stale = [p for p in folder.iterdir() if TEMP_NAME.match(p.name) and p.is_file()]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
 
 
 _STATE_NAME = re.compile(r"^(\d+)\.state$")
