@@ -3,6 +3,18 @@
 `dataset[i]` -> `{"lq": (T,3,h,w), "gt": (T,3,sh,sw), "clip": str, "frame_names": [str]}`,
 float32 RGB in [0, 1]; frame names are file names without extension, so outputs can be saved
 under the same names.
+
+The usual layouts (BasicSR's option files and MMagic's dataset docs; `datasets.test_sets` lists
+them with each set's scoring protocol):
+
+    REDS4/GT/000/00000000.png        REDS4/sharp_bicubic/000/00000000.png       100 frames, 720x1280
+    Vid4/GT/calendar/00000000.png    Vid4/BIx4/..., Vid4/BDx4/...               41/34/49/47 frames,
+                                                                                576x720, 576x704, 480x720
+    UDM10/GT/archpeople/0000.png     UDM10/BDx4/...                             10 clips
+    vimeo90k/vimeo_septuplet/sequences/00001/0266/im1.png  vimeo90k/BIx4/00001/0266/im1.png
+
+Vid4 and UDM10 need no type of their own (BasicSR reads both with VideoRecurrentTestDataset):
+clips of different lengths and sizes are read clip by clip, and `meta_info_file` is optional.
 """
 from __future__ import annotations
 
@@ -15,7 +27,7 @@ from torch.utils.data import Dataset
 
 from datasets import checks
 from datasets.io import FrameStore, bgr_uint8_to_rgb_float, check_keys_exist, open_store
-from datasets.meta_info import frame_files, lmdb_frames_by_clip, read_clip_meta
+from datasets.meta_info import ClipInfo, frame_files, lmdb_frames_by_clip, read_clip_meta
 from datasets.vimeo import SEPTUPLET, check_septuplets, list_septuplets, septuplet_key
 from vsr_accel.errors import DataError
 
@@ -45,12 +57,15 @@ def _as_sample(lq: np.ndarray, gt: np.ndarray, clip: str, names: list[str]) -> d
 
 
 class VideoRecurrentTestDataset(Dataset):
-    """Frame-folder test sets (REDS4, Vid4, the demo's held-out clip): `<root>/<clip>/<frame>.png`
+    """Frame-folder test sets (REDS4, Vid4, UDM10, the demo's held-out clip): `<root>/<clip>/<frame>.png`
     for LQ and GT, or two LMDBs with keys `<clip>/<frame>` (BasicSR's VideoRecurrentTestDataset).
 
     Clips are the lines of `meta_info_file` (first token), else the LQ root's sub-folders (disk)
     or the LQ LMDB's clips. LQ and GT must hold the same frame names, checked at construction
-    (listing folders only); images are decoded and their sizes checked when a clip is loaded.
+    (listing folders only), and as many frames as a meta-info line says (`calendar 41
+    (576,720,3)`, MMagic's meta_info_Vid4_GT.txt), so a partly unpacked download is caught before
+    anything is scored; images are decoded and their sizes checked when a clip is loaded (each
+    clip may have its own size: Vid4's city is 704 wide, the others 720).
     `cache_data` keeps decoded uint8 clips in memory after their first load (per process:
     REDS4 takes about 1.2 GB), for repeated validation.
     """
@@ -63,20 +78,30 @@ class VideoRecurrentTestDataset(Dataset):
         ext = checks.file_extension("filename_ext", filename_ext)
         self.gt_store = open_store(backend, "dataroot_gt", dataroot_gt, ext)
         self.lq_store = open_store(backend, "dataroot_lq", dataroot_lq, ext)
-        names, source = self._clip_names(meta_info_file)
+        listed, source = self._listed_clips(meta_info_file)
+        names = [clip.name for clip in listed] if listed is not None else None
         if backend == "lmdb":
             self.frames = self._frames_from_lmdb(names, source or f"{self.lq_store.location}/meta_info.txt")
         else:
             self.frames = {clip: self._frames_from_folders(clip, ext) for clip in names or self._lq_folders()}
+            self._check_listed_counts(listed or [], source)
         self.clips = list(self.frames)
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _clip_names(self, meta_info_file: Any) -> tuple[list[str] | None, str | None]:
-        """Clip names listed by the meta-info file (and its path), or (None, None) to scan."""
+    def _listed_clips(self, meta_info_file: Any) -> tuple[list[ClipInfo] | None, str | None]:
+        """Clips listed by the meta-info file (and its path), or (None, None) to scan."""
         if meta_info_file is None:
             return None, None
         path = checks.existing_file("meta_info_file", meta_info_file)
-        return [clip.name for clip in read_clip_meta(path)], str(path)
+        return read_clip_meta(path), str(path)
+
+    def _check_listed_counts(self, listed: list[ClipInfo], source: str | None) -> None:
+        for clip in listed:
+            found = len(self.frames[clip.name])
+            if clip.num_frames is not None and clip.num_frames != found:
+                folder = Path(self.lq_store.location) / clip.name
+                raise DataError(f"{source} lists {clip.num_frames} frames for clip '{clip.name}', but {folder} "
+                                f"holds {found}")
 
     def _lq_folders(self) -> list[str]:
         root = Path(self.lq_store.location)
@@ -141,16 +166,25 @@ class Vimeo90KTestDataset(Dataset):
     """Vimeo-90K-T: each septuplet is one clip, `{"lq": (7,3,h,w), "gt": (7,3,sh,sw),
     "clip": "00001/0266", "frame_names": ["im1", ..., "im7"]}`.
 
-    For comparable numbers: BasicSR and MMagic report Vimeo-90K-T PSNR/SSIM on the Y channel
-    (`test_y_channel: true`), over all seven frames for recurrent models (MMagic's
-    SRVimeo90KMultipleGTDataset) and on im4 only for EDVR (BasicSR's VideoTestVimeo90KDataset).
-    The evaluator chooses; this dataset returns all seven frames.
+    For comparable numbers, Vimeo-90K-T is scored on the centre frame (im4) only, on the Y
+    channel, for recurrent models averaging the output with that of the reversed clip: BasicSR's
+    options/test/BasicVSR/test_BasicVSR_Vimeo90K_BIx4.yml (`val.center_frame_only: true`,
+    `val.flip_seq: true`, `test_y_channel: true`; its VideoTestVimeo90KDataset loads only im4 as
+    GT) and MMagic's basicvsr_test_config.py (`gt=['im4.png']`, MirrorSequence, `convert_to='Y'`).
+    Those are evaluation options (`vsr_accel.evaluation.evaluate`), not this dataset's: it returns
+    all seven GT frames, and the evaluator picks im4.
+
+    `cache_data` is accepted for BasicSR's option files; like BasicSR, only `false` (the decoded
+    test set would take about 20 GB).
     """
 
     def __init__(self, *, dataroot_gt: str | Path, dataroot_lq: str | Path, meta_info_file: str | Path | None = None,
-                 io_backend: str | dict = "disk", scale: int = 4, filename_ext: str = "png"):
+                 io_backend: str | dict = "disk", scale: int = 4, filename_ext: str = "png", cache_data: bool = False):
         backend = checks.io_backend_type(io_backend)
         self.scale = checks.positive_int("scale", scale)
+        if checks.boolean("cache_data", cache_data):
+            raise checks.OptionValueError("cache_data", "caching is not supported for Vimeo-90K-T (about 20 GB "
+                                                        "decoded; BasicSR refuses it too): set false")
         ext = checks.file_extension("filename_ext", filename_ext)
         self.gt_store = open_store(backend, "dataroot_gt", dataroot_gt, ext)
         self.lq_store = open_store(backend, "dataroot_lq", dataroot_lq, ext)

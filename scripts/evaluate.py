@@ -1,16 +1,22 @@
-"""Evaluate a checkpoint on a test set: PSNR/SSIM per clip and on average, as a table and JSON.
+"""Evaluate a checkpoint: PSNR/SSIM per clip and on average, as tables and JSON.
 
     python scripts/evaluate.py -opt options/demo_cpu.yml --bicubic          # newest checkpoint of that run
     python scripts/evaluate.py -opt options/basicvsr_reds.yml --checkpoint net_g_300000.pth --phase val
     python scripts/evaluate.py -opt X --checkpoint BasicVSR_REDS4.pth --param-key params --save-frames out/
+    python scripts/evaluate.py -opt X --checkpoint W.pth --testsets datasets --bicubic   # the six-column table
 
-Metrics follow BasicSR's definitions on 8-bit frames (RGB on REDS4, Y channel on Vimeo-90K-T: set
-`val.metrics.psnr.test_y_channel` in the options). `--bicubic` adds MATLAB-bicubic upsampling as a baseline
-column, the number every VSR paper's table starts from.
+One phase (`--phase`, default val) is scored with the options' protocol: `val.metrics.psnr.test_y_channel`
+and `crop_border`, `val.center_frame_only`, `val.flip_seq` (BasicSR's names). `--testsets ROOT` instead
+scores every standard test set found under ROOT in BasicSR's folder layout (REDS4/GT + sharp_bicubic,
+vimeo90k/vimeo_septuplet/sequences + BIx4/BDx4 + meta_info_Vimeo90K_test_GT.txt, Vid4/GT + BIx4/BDx4,
+UDM10/GT + BDx4; see datasets/test_sets.py), each with its published protocol, and prints the table of
+REDS4 (BI), Vimeo-90K-T (BI), Vid4 (BI), UDM10 (BD), Vimeo-90K-T (BD), Vid4 (BD), "-" for absent sets.
+`--bicubic` adds MATLAB-bicubic upsampling as a baseline row, the number every VSR paper's table starts from.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -27,9 +33,12 @@ import models  # noqa: E402
 from vsr_accel import metrics  # noqa: E402
 from vsr_accel.checkpoint import load_weights_strict, read_weights  # noqa: E402
 from vsr_accel.distributed import pick_device  # noqa: E402
-from vsr_accel.errors import CheckpointError, report_user_errors  # noqa: E402
+from vsr_accel.errors import CheckpointError, ConfigError, DataError, report_user_errors  # noqa: E402
 from datasets.matlab_resize import imresize  # noqa: E402
-from vsr_accel.evaluation import ScoreTable, evaluate, format_table, restore_clip  # noqa: E402
+from datasets.test_sets import STANDARD_TEST_SETS, find_test_sets  # noqa: E402
+from vsr_accel.evaluation import (Protocol, ScoreTable, evaluate, format_benchmark_table, format_table,  # noqa: E402
+                                  restore_clip)
+from vsr_accel.fsio import atomic_write_text  # noqa: E402
 from vsr_accel.options import Options, load_options  # noqa: E402
 
 
@@ -62,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=None, help="weights file (default: newest of the run)")
     p.add_argument("--param-key", default=None, help="params / params_ema (default: params_ema if present)")
     p.add_argument("--phase", default="val", help="datasets.<phase> to evaluate on")
+    p.add_argument("--testsets", default=None, metavar="ROOT",
+                   help="score the standard test sets found under ROOT (Vid4/, UDM10/, vimeo90k/, REDS4/) "
+                        "with their published protocols instead of --phase")
+    p.add_argument("--only", default=None, metavar="KEYS",
+                   help="with --testsets: comma-separated subset of " + ",".join(t.key for t in STANDARD_TEST_SETS))
     p.add_argument("--bicubic", action="store_true", help="also score bicubic upsampling")
     p.add_argument("--save-frames", default=None, help="folder for the SR frames (png)")
     p.add_argument("--json", default=None, help="write the scores here (default: beside the run)")
@@ -71,41 +85,105 @@ def main(argv: list[str] | None = None) -> int:
     return report_user_errors(lambda: run(args), args.debug)
 
 
+def phase_protocol(opt: Options) -> Protocol:
+    """The protocol the options file asks for (BasicSR's keys). `val.flip_seq` is read with a
+    default until the options schema carries it."""
+    psnr_opt = (opt.val.metrics.get("psnr", {}) if opt.val else {}) or {}
+    return Protocol(test_y_channel=bool(psnr_opt.get("test_y_channel", False)),
+                    crop_border=int(psnr_opt.get("crop_border", 0)),
+                    center_frame_only=bool(opt.val.center_frame_only) if opt.val else False,
+                    flip_seq=bool(getattr(opt.val, "flip_seq", False)) if opt.val else False)
+
+
 def run(args: argparse.Namespace) -> int:
     opt = load_options(args.opt, args.overrides)
     device = pick_device(0, args.device)
-    test_set = datasets.build_dataset(opt.dataset_kwargs(args.phase), phase=args.phase)
+    if args.only and not args.testsets:
+        raise ConfigError("--only selects among --testsets; give --testsets ROOT too")
+    found = None
+    if args.testsets:  # locate and open every set before the model runs: mistakes surface at once
+        only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
+        found = find_test_sets(args.testsets, opt.scale, only)
+        if not any(f.spec for f in found):
+            raise DataError(f"{args.testsets}: none of the standard test sets is there "
+                            f"({'; '.join(f.missing for f in found)})")
+        opened = [(f, datasets.build_dataset(f.spec, phase=f"test_{f.test_set.key}")) for f in found if f.spec]
+    else:
+        test_set = datasets.build_dataset(opt.dataset_kwargs(args.phase), phase=args.phase)
     model = models.build_network(opt.network_g).to(device)
     path = Path(args.checkpoint) if args.checkpoint else newest_checkpoint(opt)
     load_weights_strict(model, read_weights(path, args.param_key), str(path))
     window = None if models.is_recurrent(model) else getattr(model, "num_frame", None)
-    psnr_opt = (opt.val.metrics.get("psnr", {}) if opt.val else {}) or {}
-    common = dict(crop_border=int(psnr_opt.get("crop_border", 0)),
-                  test_y_channel=bool(psnr_opt.get("test_y_channel", False)),
-                  center_frame_only=bool(opt.val.center_frame_only) if opt.val else False)
+    restore = lambda lq: restore_clip(model, lq, device, window)  # noqa: E731
+    if found is not None:
+        return run_testsets(args, opt, path, restore, found, opened)
 
+    protocol = phase_protocol(opt)
     on_clip = None
     if args.save_frames:
         on_clip = lambda clip, sr, item: save_frames(Path(args.save_frames), clip, sr, item["frame_names"])  # noqa: E731
     tables: dict[str, ScoreTable] = {}
     with torch.inference_mode():
-        tables[opt.network_g["type"]] = evaluate(lambda lq: restore_clip(model, lq, device, window), test_set,
-                                                 on_clip=on_clip, **common)
+        tables[opt.network_g["type"]] = evaluate(restore, test_set, on_clip=on_clip, **dataclasses.asdict(protocol))
         if args.bicubic:
-            tables["bicubic"] = evaluate(lambda lq: matlab_bicubic(lq, opt.scale), test_set, **common)
+            tables["bicubic"] = evaluate(lambda lq: matlab_bicubic(lq, opt.scale), test_set,
+                                         **dataclasses.asdict(protocol))
 
-    channel = "Y" if common["test_y_channel"] else "RGB"
-    print(f"\n{opt.name}: {path} on datasets.{args.phase} ({channel}, crop_border {common['crop_border']})\n")
+    channel = "Y" if protocol.test_y_channel else "RGB"
+    print(f"\n{opt.name}: {path} on datasets.{args.phase} ({protocol.describe()})\n")
     print(format_table(tables))
     if args.bicubic:
         gain = tables[opt.network_g["type"]].psnr - tables["bicubic"].psnr
         print(f"\nmodel - bicubic: {gain:+.2f} dB PSNR")
     out = Path(args.json) if args.json else Path(opt.path.experiments_root) / opt.name / f"eval_{args.phase}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"checkpoint": str(path), "phase": args.phase, "channel": channel,
-                               **{name: t.as_dict() for name, t in tables.items()}}, indent=2))
-    print(f"scores written to {out}")
+    write_json(out, {"checkpoint": str(path), "phase": args.phase, "channel": channel,
+                     "protocol": dataclasses.asdict(protocol), **{name: t.as_dict() for name, t in tables.items()}})
     return 0
+
+
+def run_testsets(args: argparse.Namespace, opt: Options, path: Path, restore, found, opened) -> int:
+    """Score each present standard set (`opened`: its dataset) with its own protocol; print
+    per-clip tables for the small sets, then the six-column table."""
+    method = opt.network_g["type"]
+    results: dict[str, dict[str, ScoreTable]] = {method: {}}
+    if args.bicubic:
+        results["bicubic"] = {}
+    with torch.inference_mode():
+        for f, test_set in opened:
+            t = f.test_set
+            kwargs = dataclasses.asdict(t.protocol)
+            on_clip = None
+            if args.save_frames:
+                folder = Path(args.save_frames) / t.key
+                on_clip = lambda clip, sr, item, folder=folder: save_frames(folder, clip, sr, item["frame_names"])  # noqa: E731
+            results[method][t.column] = evaluate(restore, test_set, on_clip=on_clip, **kwargs)
+            if args.bicubic:
+                results["bicubic"][t.column] = evaluate(lambda lq: matlab_bicubic(lq, opt.scale), test_set, **kwargs)
+            named = {m: tables[t.column] for m, tables in results.items()}
+            print(f"\n{t.column} ({t.protocol.describe()}): {f.spec['dataroot_lq']}\n")
+            if len(test_set) <= 20:
+                print(format_table(named))
+            else:
+                print(f"{len(test_set)} clips; per-clip scores are in the JSON")
+    print(f"\n{opt.name}: {path}\n")
+    print(format_benchmark_table([(f.test_set.column, f.test_set.protocol) for f in found], results))
+    for f in found:
+        if f.missing:
+            print(f"{f.test_set.column}: - ({f.missing})")
+    out = Path(args.json) if args.json else Path(opt.path.experiments_root) / opt.name / "eval_testsets.json"
+    write_json(out, {"checkpoint": str(path), "testsets_root": str(args.testsets),
+                     "testsets": {f.test_set.column: {"protocol": dataclasses.asdict(f.test_set.protocol),
+                                                      **{m: tables[f.test_set.column].as_dict()
+                                                         for m, tables in results.items()}}
+                                  for f in found if f.spec},
+                     "missing": {f.test_set.column: f.missing for f in found if f.missing}})
+    return 0
+
+
+def write_json(out: Path, data: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(data, indent=2))
+    print(f"scores written to {out}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ Model-agnostic: a recurrent model sees the whole clip at once (`window=None`); a
 model (EDVR) sees `window` frames around each output frame, padded at the clip ends like
 BasicSR's `generate_frame_indices` ('reflection_circle' is BasicSR's REDS4 test default).
 Reported numbers are computed on 8-bit frames with BasicSR's definitions (vsr_accel.metrics).
+
+A test set's *protocol* (`Protocol`: RGB or Y, crop border, centre frame or all, flipped clip or
+not) is what makes a number comparable with a paper's; `format_benchmark_table` prints the
+published six-column table with each column's protocol under its name.
 """
 from __future__ import annotations
 
@@ -20,19 +24,19 @@ from vsr_accel.chunking import window_indices
 @torch.no_grad()
 def restore_clip(model: torch.nn.Module, lq: torch.Tensor, device: torch.device,
                  window: int | None = None, padding: str = "reflection_circle") -> torch.Tensor:
-    """(T,3,h,w) in [0,1] -> (T,3,sh,sw) on the CPU, clamped to [0,1]."""
+    """(T,3,h,w) in [0,1] -> (T,3,sh,sw) on the CPU, clamped to [0,1]. The clip is one chunk of
+    `vsr_accel.inference.restore_frames`, the window restore infer.py writes its frames with."""
+    from vsr_accel.chunking import Chunk
+    from vsr_accel.inference import restore_frames
+
     was_training = model.training
     model.eval()
     try:
-        if window is None:
-            out = model(lq.unsqueeze(0).to(device))[0]
-        else:
-            frames = [model(lq[window_indices(i, lq.shape[0], window, padding)].unsqueeze(0).to(device))[0]
-                      for i in range(lq.shape[0])]
-            out = torch.stack(frames)
+        n = lq.shape[0]
+        out = restore_frames(model, lq, Chunk(0, n, 0, n), n, device, window=window, padding=padding)
     finally:
         model.train(was_training)
-    return out.float().clamp_(0, 1).cpu()
+    return out.clamp_(0, 1).cpu()
 
 
 @dataclass
@@ -60,6 +64,39 @@ class ScoreTable:
                 "clips": [r.__dict__ for r in self.rows]}
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """How a test set is scored, in BasicSR's option names: `val.metrics.*.test_y_channel`,
+    `val.metrics.*.crop_border`, `val.center_frame_only` and `val.flip_seq`."""
+    test_y_channel: bool = False
+    crop_border: int = 0
+    center_frame_only: bool = False
+    flip_seq: bool = False
+
+    def describe(self) -> str:
+        """E.g. 'Y, crop 0, centre frame, flip' or 'RGB, crop 0, all frames'."""
+        parts = ["Y" if self.test_y_channel else "RGB", f"crop {self.crop_border}"]
+        parts.append("centre frame" if self.center_frame_only else "all frames")
+        if self.flip_seq:
+            parts.append("flip")
+        return ", ".join(parts)
+
+
+def restore_flipped(restore: Callable[[torch.Tensor], torch.Tensor], lq: torch.Tensor) -> torch.Tensor:
+    """BasicSR's `val.flip_seq` (VideoRecurrentModel.test; MMagic's MirrorSequence does the same):
+    ONE pass over the clip followed by its reverse (2T frames: 1..T, T..1), then frame t is the
+    mean of output t and output 2T-1-t. Not two separate passes: a recurrent model's forward
+    branch carries the first half into the second, so the results differ.
+
+    Averaged in float before any quantisation, as BasicSR does; `restore` should therefore not
+    round (a clamp inside `restore` only matters where outputs leave [0, 1])."""
+    n = lq.shape[0]
+    out = restore(torch.cat([lq, lq.flip(0)], dim=0))
+    if out.shape[0] != 2 * n:
+        raise ValueError(f"flip_seq: restore returned {out.shape[0]} frames for a {2 * n}-frame clip")
+    return 0.5 * (out[:n] + out[n:].flip(0))
+
+
 def score_clip(sr: torch.Tensor, gt: torch.Tensor, clip: str, crop_border: int = 0,
                test_y_channel: bool = False, frame_ids: Iterable[int] | None = None) -> ClipScores:
     """Mean PSNR/SSIM over frames (BasicSR averages per frame, then per clip)."""
@@ -74,16 +111,26 @@ def score_clip(sr: torch.Tensor, gt: torch.Tensor, clip: str, crop_border: int =
 
 
 def evaluate(restore: Callable[[torch.Tensor], torch.Tensor], dataset, *, crop_border: int = 0,
-             test_y_channel: bool = False, center_frame_only: bool = False, max_clips: int | None = None,
+             test_y_channel: bool = False, center_frame_only: bool = False, flip_seq: bool = False,
+             max_clips: int | None = None,
              on_clip: Callable[[str, torch.Tensor, dict], None] | None = None) -> ScoreTable:
-    """Score `restore(lq) -> sr` on every clip of a test dataset."""
+    """Score `restore(lq) -> sr` on every clip of a test dataset (keyword names are `Protocol`'s,
+    so `evaluate(restore, ds, **dataclasses.asdict(protocol))` works).
+
+    `flip_seq`: see `restore_flipped`. `center_frame_only`: only output frame T//2 is scored
+    (BasicSR's `output[:, n // 2]`: im4 of a Vimeo-90K septuplet), against GT frame T//2, or the
+    GT itself when the dataset gives only the centre frame. `on_clip` still sees every frame."""
     table = ScoreTable()
     for i in range(len(dataset) if max_clips is None else min(max_clips, len(dataset))):
         item = dataset[i]
-        sr = restore(item["lq"])
+        sr = restore_flipped(restore, item["lq"]) if flip_seq else restore(item["lq"])
         gt = item["gt"]
-        ids = [gt.shape[0] // 2] if center_frame_only else None
-        table.rows.append(score_clip(sr, gt, item["clip"], crop_border, test_y_channel, ids))
+        scored_sr, scored_gt = sr, gt
+        if center_frame_only:
+            centre = sr.shape[0] // 2
+            scored_sr = sr[centre:centre + 1]
+            scored_gt = gt if gt.shape[0] == 1 else gt[centre:centre + 1]
+        table.rows.append(score_clip(scored_sr, scored_gt, item["clip"], crop_border, test_y_channel))
         if on_clip is not None:
             on_clip(item["clip"], sr, item)
     return table
@@ -101,4 +148,18 @@ def format_table(named: dict[str, ScoreTable]) -> str:
         lines.append(f"| {clip} | {cells} |")
     cells = " | ".join(f"**{named[n].psnr:.2f}** | **{named[n].ssim:.4f}**" for n in names)
     lines.append(f"| average | {cells} |")
+    return "\n".join(lines)
+
+
+def format_benchmark_table(columns: list[tuple[str, Protocol]], results: dict[str, dict[str, ScoreTable]]) -> str:
+    """The published table: one row per method, one `PSNR/SSIM` cell per test set (in `columns`
+    order), "-" for a set that was not evaluated; the second row gives each set's protocol."""
+    header = "| method | " + " | ".join(name for name, _ in columns) + " |"
+    rule = "|---|" + "---:|" * len(columns)
+    protocol_row = "| protocol | " + " | ".join(p.describe() for _, p in columns) + " |"
+    lines = [header, rule, protocol_row]
+    for method, tables in results.items():
+        cells = [f"{tables[name].psnr:.2f}/{tables[name].ssim:.4f}" if name in tables else "-"
+                 for name, _ in columns]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
