@@ -13,7 +13,7 @@ from typing import Any
 
 from vsr_accel.errors import ConfigError, DataError
 
-IO_BACKENDS = ("disk", "lmdb")
+IO_BACKENDS = ("disk", "lmdb", "raw")
 
 
 class OptionValueError(ConfigError):
@@ -90,7 +90,7 @@ def io_backend_type(value: Any) -> str:
         if extra:
             raise OptionValueError(f"io_backend.{extra[0]}", "unsupported io_backend option (only 'type' is read)")
         if "type" not in value:
-            raise OptionValueError("io_backend.type", "missing (one of 'disk', 'lmdb')")
+            raise OptionValueError("io_backend.type", "missing (one of 'disk', 'lmdb', 'raw')")
         return choice("io_backend.type", value["type"], IO_BACKENDS)
     return choice("io_backend", value, IO_BACKENDS)
 

@@ -1,4 +1,4 @@
-"""Frame storage: image folders ('disk') and BasicSR-layout LMDBs ('lmdb').
+"""Frame storage: image folders ('disk'), BasicSR-layout LMDBs ('lmdb') and raw stores ('raw').
 
 A frame is addressed by a *key*: its path relative to the root, without extension
 (`000/00000000` for REDS, `00001/0001/im1` for Vimeo-90K). On disk the file is
@@ -10,10 +10,12 @@ BasicSR's LMDB layout::
         data.mdb, lock.mdb     standard LMDB files
         meta_info.txt          one line per image: `<key>.png (h,w,c) <compress_level>`
 
-Frames come back as BGR uint8 (OpenCV's order): the training datasets crop and augment the
-small uint8 patch and convert to RGB float32 only at the end, which is cheaper than converting
-whole frames. PNG is decoded whole (the format is a single deflate stream, so a crop cannot be
-decoded alone); what we can and do save is decoding only the frames of the sampled window.
+`read(key)` gives a whole frame as BGR uint8 (OpenCV's order). PNG is decoded whole (the
+format is a single deflate stream, so a crop cannot be decoded alone); what the 'disk' and
+'lmdb' stores can and do save is decoding only the frames of the sampled window. The 'raw'
+store (`datasets.raw_store`) reads a crop without the rest of its frame: stores that can say a
+frame's size without reading it (`frame_hw`) let the training datasets draw the crop first and
+ask for just that window (`read_crops`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import cv2
 import numpy as np
 
 from datasets.checks import OptionPathError, existing_dir
+from datasets.raw_store import RawFrames
 from vsr_accel.errors import DataError
 
 LMDB_META_NAME = "meta_info.txt"
@@ -70,6 +73,10 @@ class DiskFrames:
 
     def has(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def frame_hw(self, key: str) -> None:
+        """Unknown until the frame is decoded (see RawFrames.frame_hw)."""
+        return None
 
     def read(self, key: str) -> np.ndarray:
         path = self.path(key)
@@ -138,6 +145,10 @@ class LmdbFrames:
     def has(self, key: str) -> bool:
         return self.get_bytes(key) is not None
 
+    def frame_hw(self, key: str) -> None:
+        """Unknown until the frame is decoded (meta_info.txt may be stale; the PNG decides)."""
+        return None
+
     def read(self, key: str) -> np.ndarray:
         data = self.get_bytes(key)
         if data is None:
@@ -156,7 +167,7 @@ class LmdbFrames:
             entry[1].close()
 
 
-FrameStore = DiskFrames | LmdbFrames
+FrameStore = DiskFrames | LmdbFrames | RawFrames
 
 
 @dataclass(frozen=True)
@@ -268,11 +279,17 @@ def png_size(path: Path) -> tuple[int, int] | None:
 
 
 def open_store(backend: str, option_key: str, root: object, ext: str = "png") -> FrameStore:
-    """Check the root an option points at (folder, or LMDB with its meta_info.txt) and wrap it."""
+    """Check the root an option points at (folder, LMDB with its meta_info.txt, or finished raw
+    store) and wrap it. `ext` is the frame-file extension of the 'disk' backend only."""
     path = existing_dir(option_key, root)
     if backend == "lmdb":
         check_lmdb_folder(path, option_key)
         return LmdbFrames(path)
+    if backend == "raw":
+        try:
+            return RawFrames(path)
+        except DataError as exc:
+            raise OptionPathError(option_key, str(exc)) from None
     return DiskFrames(path, ext)
 
 

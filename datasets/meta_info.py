@@ -1,4 +1,5 @@
-"""Clip lists: BasicSR meta-info files, frame folders and LMDB key lists.
+"""Clip lists: BasicSR meta-info files, frame folders, LMDB key lists and raw stores; and the
+(key, file) listings of frame trees that scripts/create_lmdb.py and create_raw_store.py pack.
 
 A clip meta-info line is `<clip> <num_frames> (<h>,<w>,<c>)`, e.g. `000 100 (720,1280,3)` for
 REDS or `00001/0001 7 (256,448,3)` for Vimeo-90K; the shape is the GT frame shape. Vimeo's own
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets.io import png_size, read_lmdb_meta
+from datasets.raw_store import RawFrames
 from vsr_accel.errors import DataError
 
 _SHAPE = re.compile(r"^\((\d+),\s*(\d+),\s*(\d+)\)$")
@@ -108,3 +110,38 @@ def clips_from_lmdb(path: Path) -> list[ClipInfo]:
     if not counts:
         raise DataError(f"{path}: the LMDB's meta_info.txt lists no keys")
     return [ClipInfo(name, count, shapes[name]) for name, count in counts.items()]
+
+
+def clips_from_raw_store(store: RawFrames) -> list[ClipInfo]:
+    """Clips of a raw store with their frame counts and frame shapes (from its meta.json)."""
+    return [ClipInfo(clip.name, len(clip.frames), (clip.height, clip.width, 3)) for clip in store.clips()]
+
+
+def frame_items(root: Path, ext: str = "png") -> list[tuple[str, Path]]:
+    """(key, file) for every `.ext` file under `root`, sorted by key."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: input folder does not exist")
+    files = sorted(root.rglob(f"*.{ext}"))
+    if not files:
+        raise DataError(f"{root}: no .{ext} files found")
+    return [(path.relative_to(root).with_suffix("").as_posix(), path) for path in files]
+
+
+def vimeo_items(root: Path, list_file: Path | None = None, center_only: bool = False,
+                ext: str = "png") -> list[tuple[str, Path]]:
+    """(key, file) for Vimeo-90K septuplets `00001/0001/im1..7`, from a list file or the tree."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: input folder does not exist")
+    if list_file is not None:
+        if not Path(list_file).is_file():
+            raise DataError(f"{list_file}: septuplet list not found")
+        septuplets = [line.split()[0] for line in Path(list_file).read_text().splitlines() if line.strip()]
+    else:
+        septuplets = [f"{a.name}/{b.name}" for a in sorted(p for p in root.iterdir() if p.is_dir())
+                      for b in sorted(p for p in a.iterdir() if p.is_dir())]
+    if not septuplets:
+        raise DataError(f"{list_file or root}: no septuplets found")
+    frames = (4,) if center_only else range(1, 8)
+    return [(f"{name}/im{i}", root / name / f"im{i}.{ext}") for name in septuplets for i in frames]

@@ -8,10 +8,11 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from datasets import checks
+from datasets.crops import read_aligned_window, to_sample
 from datasets.io import check_keys_exist, open_store
-from datasets.meta_info import ClipInfo, clips_from_lmdb, read_clip_meta, scan_clip_folders
-from datasets.transforms import augment, draw_augmentation
-from datasets.window import check_center_frames, item_rng, parse_request, read_aligned_window, to_sample
+from datasets.meta_info import ClipInfo, clips_from_lmdb, clips_from_raw_store, read_clip_meta, scan_clip_folders
+from datasets.transforms import augment_planar, draw_augmentation
+from datasets.window import check_center_frames, item_rng, parse_request
 from vsr_accel.errors import DataError
 
 # REDS4 = four clips of the original training set used for testing (EDVR, BasicVSR). 'official'
@@ -29,9 +30,10 @@ class REDSRecurrentDataset(Dataset):
     interval from `interval_list` among those for which the window fits, a uniform start frame,
     optionally reverses time, crops `lr_crop` at a uniform position (GT: `scale` x, same place)
     and applies one flip/rotation to all frames. Returns `{"lq": (T,3,h,w), "gt": (T,3,sh,sw),
-    "key": "<clip>/<start frame>"}`, float32 RGB in [0, 1]; with `center_gt_only` (EDVR) "gt"
-    is the centre frame (3, sh, sw) and only that GT frame is read. See `datasets.window` for how
-    randomness is drawn.
+    "key": "<clip>/<start frame>"}`, uint8 RGB (the device-side prefetcher makes them float32 in
+    [0, 1]); with `center_gt_only` (EDVR) "gt" is the centre frame (3, sh, sw) and only that GT
+    frame is read. See `datasets.window` for how randomness is drawn; the draws do not depend on
+    `io_backend` ('disk', 'lmdb' or 'raw'), so one seed gives the same sample from each.
 
     Differences from BasicSR, on purpose: the frame count is read per clip from the meta info
     (BasicSR hard-codes 100), and the start frame is uniform over all valid starts (BasicSR
@@ -39,7 +41,7 @@ class REDSRecurrentDataset(Dataset):
     `100 - num_frame * interval`, one frame stricter for interval > 1).
 
     `meta_info_file` lines are `<clip> <num_frames> (h,w,c)`; without one the clips are the GT
-    root's sub-folders (disk) or the GT LMDB's keys. `val_partition` removes REDS4 / official
+    root's sub-folders (disk), the GT LMDB's keys or the GT raw store's clips. `val_partition` removes REDS4 / official
     clips from training (or, with `test_mode`, keeps only them); None keeps every clip.
     `dataroot_flow` exists only so BasicSR option files load; optical-flow inputs are not used.
     """
@@ -84,6 +86,8 @@ class REDSRecurrentDataset(Dataset):
         root = Path(self.gt_store.location)
         if backend == "lmdb":
             return clips_from_lmdb(root), f"{root}/meta_info.txt"
+        if backend == "raw":
+            return clips_from_raw_store(self.gt_store), f"{root}/meta.json"
         return scan_clip_folders(root, ext), str(root)
 
     def _check_clips_exist(self, source: str) -> None:
@@ -130,7 +134,7 @@ class REDSRecurrentDataset(Dataset):
                                      lr_crop=request.lr_crop, scale=self.scale, rng=rng)
         flips = draw_augmentation(rng, self.use_hflip, self.use_rot)
         key = self.frame_key(clip.name, min(frames))
-        return to_sample(augment(lq, *flips), augment(gt, *flips), key, self.center_gt_only)
+        return to_sample(augment_planar(lq, *flips), augment_planar(gt, *flips), key, self.center_gt_only)
 
     def _window(self, rng: np.random.Generator, clip: ClipInfo, num_frames: int) -> list[int]:
         fitting = [i for i in self.interval_list if (num_frames - 1) * i < clip.num_frames]

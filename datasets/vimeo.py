@@ -11,10 +11,11 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from datasets import checks
+from datasets.crops import read_aligned_window, to_sample
 from datasets.io import FrameStore, check_keys_exist, open_store
-from datasets.meta_info import clips_from_lmdb, read_clip_meta
-from datasets.transforms import augment, draw_augmentation
-from datasets.window import check_center_frames, item_rng, parse_request, read_aligned_window, to_sample
+from datasets.meta_info import clips_from_lmdb, clips_from_raw_store, read_clip_meta
+from datasets.transforms import augment_planar, draw_augmentation
+from datasets.window import check_center_frames, item_rng, parse_request
 from vsr_accel.errors import DataError
 
 SEPTUPLET = tuple(range(1, 8))  # im1 .. im7
@@ -34,6 +35,8 @@ def list_septuplets(backend: str, meta_info_file: Any, lq_store: FrameStore) -> 
     root = Path(lq_store.location)
     if backend == "lmdb":
         return [clip.name for clip in clips_from_lmdb(root)], f"{root}/meta_info.txt"
+    if backend == "raw":
+        return [clip.name for clip in clips_from_raw_store(lq_store)], f"{root}/meta.json"
     names = [f"{outer.name}/{inner.name}" for outer in sorted(p for p in root.iterdir() if p.is_dir())
              for inner in sorted(p for p in outer.iterdir() if p.is_dir())]
     if not names:
@@ -62,12 +65,18 @@ def check_septuplets(clips: list[str], source: str, lq_store: FrameStore, gt_sto
 class Vimeo90KRecurrentDataset(Dataset):
     """Vimeo-90K training septuplets with aligned LR/GT crops (BasicSR's Vimeo90KRecurrentDataset).
 
-    Indexed like `REDSRecurrentDataset` (see `datasets.window`). For `num_frames` T:
+    Indexed like `REDSRecurrentDataset` (see `datasets.window`); samples are uint8 RGB like
+    its. For `num_frames` T:
 
-    - T <= 7: T consecutive frames at a uniform start (with `center_gt_only`, EDVR: the window
-      centred on im4, as BasicSR's Vimeo90KDataset, so a GT store with only im4 suffices);
-    - 8 <= T <= 14 (needs `flip_sequence`): the septuplet followed by its reverse, as the paper's
-      supplementary A and BasicSR's `flip_sequence` (1..7,7..1), truncated to its first T frames.
+    - with `flip_sequence` (default): T consecutive frames of the septuplet followed by its
+      reverse (1..7,7..1: BasicSR's `flip_sequence`, which always returns all 14), at a uniform
+      start among the 15 - T that fit. The paper (supplementary A) flips and concatenates to
+      reach 14 frames and samples every temporal stage as a random segment of the sequence, so
+      its 6- and 10-frame stages see every segment, including those across the turn (5,6,7,7,6,5);
+      T = 14 is the whole sequence;
+    - without it: T consecutive frames of the septuplet at a uniform start (T <= 7);
+    - with `center_gt_only` (EDVR): the T-frame window centred on im4, as BasicSR's
+      Vimeo90KDataset, so a GT store with only im4 suffices.
 
     `random_reverse` reverses the septuplet before this, per item (BasicSR flips a list shared
     by all items instead). `max_frames` is 14 with `flip_sequence`, else 7. `interval_list` is
@@ -124,7 +133,7 @@ class Vimeo90KRecurrentDataset(Dataset):
         lq, gt = read_aligned_window(lq_store=self.lq_store, gt_store=self.gt_store, lq_keys=keys, gt_keys=gt_keys,
                                      lr_crop=request.lr_crop, scale=self.scale, rng=rng)
         flips = draw_augmentation(rng, self.use_hflip, self.use_rot)
-        return to_sample(augment(lq, *flips), augment(gt, *flips), clip, self.center_gt_only)
+        return to_sample(augment_planar(lq, *flips), augment_planar(gt, *flips), clip, self.center_gt_only)
 
     def _frames(self, rng: np.random.Generator, num_frames: int) -> list[int]:
         order = list(SEPTUPLET)
@@ -133,10 +142,9 @@ class Vimeo90KRecurrentDataset(Dataset):
         if self.center_gt_only:
             half = num_frames // 2
             return order[CENTER - 1 - half:CENTER + half]
-        if num_frames <= len(order):
-            start = int(rng.integers(0, len(order) - num_frames + 1))
-            return order[start:start + num_frames]
-        return flip_concat(order)[:num_frames]
+        sequence = flip_concat(order) if self.flip_sequence else order
+        start = int(rng.integers(0, len(sequence) - num_frames + 1))
+        return sequence[start:start + num_frames]
 
 
 def flip_concat(frames: list[int]) -> list[int]:

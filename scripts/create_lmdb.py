@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 
 from datasets.io import LmdbWriter  # noqa: E402
+from datasets.meta_info import frame_items, vimeo_items  # noqa: E402,F401  (listing shared with create_raw_store)
 from vsr_accel.errors import DataError, VSRError  # noqa: E402
 
 
@@ -38,36 +39,6 @@ class LmdbSummary:
     path: Path
     images: int
     bytes: int
-
-
-def frame_items(root: Path, ext: str = "png") -> list[tuple[str, Path]]:
-    """(key, file) for every `.ext` file under `root`, sorted by key."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: input folder does not exist")
-    files = sorted(root.rglob(f"*.{ext}"))
-    if not files:
-        raise DataError(f"{root}: no .{ext} files found")
-    return [(path.relative_to(root).with_suffix("").as_posix(), path) for path in files]
-
-
-def vimeo_items(root: Path, list_file: Path | None = None, center_only: bool = False,
-                ext: str = "png") -> list[tuple[str, Path]]:
-    """(key, file) for Vimeo-90K septuplets `00001/0001/im1..7`, from a list file or the tree."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: input folder does not exist")
-    if list_file is not None:
-        if not Path(list_file).is_file():
-            raise DataError(f"{list_file}: septuplet list not found")
-        septuplets = [line.split()[0] for line in Path(list_file).read_text().splitlines() if line.strip()]
-    else:
-        septuplets = [f"{a.name}/{b.name}" for a in sorted(p for p in root.iterdir() if p.is_dir())
-                      for b in sorted(p for p in a.iterdir() if p.is_dir())]
-    if not septuplets:
-        raise DataError(f"{list_file or root}: no septuplets found")
-    frames = (4,) if center_only else range(1, 8)
-    return [(f"{name}/im{i}", root / name / f"im{i}.{ext}") for name in septuplets for i in frames]
 
 
 def _encode(path: Path, compress_level: int) -> tuple[bytes, tuple[int, ...]]:

@@ -99,13 +99,16 @@ def to_lmdb(kwargs: dict, root: Path) -> dict:
 
 
 def frame_indices(lq: torch.Tensor) -> list[int]:
-    labels = (lq[:, 2, 0, 0] * 255).round().int().tolist()
-    return [(label - 3) // 5 for label in labels]
+    """Frame numbers from the labels: training samples are uint8, test-set samples float32."""
+    labels = lq[:, 2, 0, 0].int() if lq.dtype == torch.uint8 else (lq[:, 2, 0, 0] * 255).round().int()
+    return [(label - 3) // 5 for label in labels.tolist()]
 
 
-def assert_aligned(sample: dict) -> None:
+def assert_aligned(sample: dict, dtype: torch.dtype = torch.uint8) -> None:
+    """Training samples are uint8 on the wire (the prefetcher divides by 255 on the device);
+    whole-clip test samples stay float32."""
     lq, gt = sample["lq"], sample["gt"]
-    assert lq.dtype == gt.dtype == torch.float32
+    assert lq.dtype == gt.dtype == dtype
     assert gt.shape[-2:] == (lq.shape[-2] * SCALE, lq.shape[-1] * SCALE)
     assert torch.equal(gt[..., ::SCALE, ::SCALE], lq if gt.dim() == 4 else lq[lq.shape[0] // 2])
     # every GT pixel of a 4x4 block equals its corner: the crop starts on a block boundary
@@ -259,11 +262,35 @@ def test_vimeo_flip_concat_to_14_frames(vimeo):
     assert_aligned(sample)
     assert frame_indices(sample["lq"]) == [1, 2, 3, 4, 5, 6, 7, 7, 6, 5, 4, 3, 2, 1]
     assert sample["key"] == "00001/0002"
-    assert frame_indices(dataset[(0, 4, 10, 0)]["lq"]) == [1, 2, 3, 4, 5, 6, 7, 7, 6, 5]
-    windows = {tuple(frame_indices(dataset[(0, 4, 3, s)]["lq"])) for s in range(12)}
-    assert all(w[1] - w[0] == 1 and w[2] - w[1] == 1 for w in windows) and len(windows) > 1
     with pytest.raises(DataError, match="at most 14 frames"):
         dataset[(0, 4, 15, 0)]
+
+
+FLIPPED = [1, 2, 3, 4, 5, 6, 7, 7, 6, 5, 4, 3, 2, 1]
+
+
+@pytest.mark.parametrize("num_frames", [3, 6, 10])
+def test_vimeo_shorter_clips_are_random_segments_of_the_flipped_sequence(vimeo, num_frames):
+    """The paper's 6- and 10-frame Vimeo stages (supplementary A): a random contiguous segment
+    of 1..7,7..1, drawn from the item's seed, not always the first one."""
+    dataset = Vimeo90KRecurrentDataset(**vimeo)
+    segments = {tuple(frame_indices(dataset[(0, 4, num_frames, seed)]["lq"])) for seed in range(40)}
+    windows = {tuple(FLIPPED[s:s + num_frames]) for s in range(len(FLIPPED) - num_frames + 1)}
+    assert segments <= windows  # each one is a contiguous window of the flipped sequence
+    assert len(segments) >= min(4, len(windows))  # and not always the same one
+    if num_frames == 10:
+        assert segments != {tuple(FLIPPED[:10])}
+    assert any(7 in seg and seg.count(7) == 2 for seg in segments)  # segments across the turn occur
+    seeded = dataset[(1, 4, num_frames, 5)]
+    assert torch.equal(seeded["lq"], dataset[(1, 4, num_frames, 5)]["lq"])  # the seed decides
+
+
+def test_vimeo_without_flip_sequence_samples_the_septuplet(vimeo):
+    dataset = Vimeo90KRecurrentDataset(**vimeo, flip_sequence=False)
+    windows = {tuple(frame_indices(dataset[(0, 4, 3, s)]["lq"])) for s in range(20)}
+    assert all(w[1] - w[0] == 1 and w[2] - w[1] == 1 for w in windows) and len(windows) > 1
+    with pytest.raises(DataError, match="at most 7 frames"):
+        dataset[(0, 4, 8, 0)]
 
 
 def test_vimeo_reverse_and_without_flip_sequence(vimeo):
@@ -304,7 +331,7 @@ def test_video_test_dataset_returns_whole_clips(backend, reds, reds_lmdb):
     assert sample["clip"] == "001" and sample["frame_names"] == [f"{i:08d}" for i in range(6)]
     assert sample["lq"].shape == (6, 3, *LR_HW) and sample["gt"].shape == (6, 3, 40, 48)
     assert frame_indices(sample["lq"]) == list(range(6))
-    assert_aligned(sample)
+    assert_aligned(sample, torch.float32)
 
 
 def test_video_test_dataset_cache(reds):
@@ -319,7 +346,7 @@ def test_vimeo_test_dataset(vimeo):
     sample = Vimeo90KTestDataset(**vimeo)[0]
     assert sample["clip"] == "00001/0001" and sample["frame_names"] == [f"im{i}" for i in range(1, 8)]
     assert frame_indices(sample["lq"]) == list(range(1, 8))
-    assert_aligned(sample)
+    assert_aligned(sample, torch.float32)
 
 
 # -- LMDB environment and pickling ------------------------------------------------------------------

@@ -10,6 +10,13 @@ step still reads it.
 
 On any other device there is nothing to overlap (the batch already lives in host memory), so
 the prefetcher is a plain pass-through: same batches, same objects, same order.
+
+Training datasets send uint8 frames (a quarter of the bytes of float32 through the workers'
+shared memory, pinned memory and PCIe); the prefetcher turns the tensors under `unit_keys`
+("lq", "gt") that arrive as uint8 into float32 in [0, 1] on the device, after the copy (on
+CUDA, on the copy stream, so the conversion also overlaps the step). The values are exactly
+numpy's `x.astype(float32) / 255` that the datasets used to compute: see `uint8_to_unit_float`.
+Batches with no uint8 tensor under those keys pass untouched.
 """
 from __future__ import annotations
 
@@ -18,7 +25,42 @@ from typing import Any
 
 import torch
 
-__all__ = ["DevicePrefetcher", "move_to_device"]
+__all__ = ["DevicePrefetcher", "move_to_device", "uint8_to_unit_float", "UNIT_KEYS"]
+
+UNIT_KEYS = ("lq", "gt")  # batch entries that are uint8 images on the wire, float32 in [0, 1] in the step
+_UNIT_TABLES: dict[torch.device, torch.Tensor] = {}
+
+
+def _unit_table(device: torch.device) -> torch.Tensor:
+    table = _UNIT_TABLES.get(device)
+    if table is None:
+        # correctly rounded k / 255 in float32 for every byte k (CPU true division, the values of
+        # numpy's astype(float32) / 255; checked by the tests)
+        host = torch.arange(256, dtype=torch.float32).div_(255.0)
+        table = _UNIT_TABLES[device] = host.to(device)
+    return table
+
+
+def uint8_to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 `x / 255`, bit for bit what numpy's `x.astype(np.float32) / 255` gives.
+
+    On the CPU that is `x.float() / 255` (a true division). CUDA's division by a Python scalar
+    multiplies by the reciprocal instead (ATen's div_true_kernel_cuda), which differs from the
+    true quotient in 126 of the 256 byte values; so elsewhere it is a lookup in a 256-entry table
+    of the CPU's quotients, exact on any device."""
+    if images.device.type == "cpu":
+        return images.to(torch.float32).div_(255.0)
+    return _unit_table(images.device)[images.to(torch.int32)]
+
+
+def to_unit_float(batch: Any, keys: tuple[str, ...] = UNIT_KEYS) -> Any:
+    """`batch` with its uint8 tensors under `keys` made float32 in [0, 1]: a new dict when one
+    is converted, else the same object."""
+    if not isinstance(batch, dict) or not any(isinstance(batch.get(k), torch.Tensor) and batch[k].dtype == torch.uint8
+                                              for k in keys):
+        return batch
+    return {key: uint8_to_unit_float(value) if key in keys and isinstance(value, torch.Tensor)
+            and value.dtype == torch.uint8 else value for key, value in batch.items()}
 
 
 def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
@@ -61,16 +103,20 @@ def _tensors(batch: Any) -> Iterator[torch.Tensor]:
 
 
 class DevicePrefetcher:
-    """Iterate `loader`'s batches already on `device`, one batch ahead on CUDA.
+    """Iterate `loader`'s batches already on `device`, one batch ahead on CUDA, with uint8
+    images under `unit_keys` made float32 in [0, 1].
 
     Each `iter()` starts a fresh pass over `loader`. On CUDA the yielded batch's tensors live on
-    `device` and are safe to use on the current stream; elsewhere batches are yielded untouched
-    (move them yourself if `device` is not the CPU; `.to()` of a tensor already there is free).
+    `device` and are safe to use on the current stream; elsewhere batches are yielded in host
+    memory (move them yourself if `device` is not the CPU; `.to()` of a tensor already there is
+    free), converted where they hold uint8 images and otherwise untouched.
     """
 
-    def __init__(self, loader: Iterable[Any], device: torch.device | str) -> None:
+    def __init__(self, loader: Iterable[Any], device: torch.device | str,
+                 unit_keys: tuple[str, ...] = UNIT_KEYS) -> None:
         self.loader = loader
         self.device = torch.device(device)
+        self.unit_keys = tuple(unit_keys)
 
     @property
     def overlaps_copies(self) -> bool:
@@ -82,7 +128,7 @@ class DevicePrefetcher:
 
     def __iter__(self) -> Iterator[Any]:
         if not self.overlaps_copies:
-            return iter(self.loader)
+            return (to_unit_float(batch, self.unit_keys) for batch in self.loader)
         return self._cuda_batches()
 
     def _cuda_batches(self) -> Iterator[Any]:
@@ -98,7 +144,8 @@ class DevicePrefetcher:
             except StopIteration:
                 return False, None
             with torch.cuda.stream(copy_stream):
-                return True, move_to_device(_pinned(host_batch), device, non_blocking=True)
+                return True, to_unit_float(move_to_device(_pinned(host_batch), device, non_blocking=True),
+                                           self.unit_keys)
 
         has_next, upcoming = start_copy()
         while has_next:
