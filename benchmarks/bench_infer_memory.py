@@ -53,18 +53,28 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import infer  # noqa: E402
+import models  # noqa: E402
+from datasets.video_io import encode_png, open_source, read_image  # noqa: E402
 from vsr_accel.chunking import plan_chunks  # noqa: E402
+from vsr_accel.inference import (DEFAULT_CHUNK, DEFAULT_CONTEXT, FrameFolder, ModelSource, Upscaler,  # noqa: E402
+                                 compare_frames, load_model, parse_network_args, psnr_uint8, restore_whole,
+                                 run_chunks)
 
 TINY_NET = {"type": "BasicVSR", "num_feat": 8, "num_block": 1}
 TRAIN_FRAMES = 72  # --train-steps fits on the last 72 frames of bikes.mp4, disjoint from the test clip
 
+# Runs infer.py as `python infer.py ARGS` would, then reports this process's peak RSS.
 CHILD = r"""
-import json, resource, sys
+import json, resource, runpy, sys
 sys.path.insert(0, sys.argv[1])
-import infer
-code = infer.main(sys.argv[2:])
+sys.argv = [sys.argv[1] + "/infer.py", *sys.argv[2:]]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    code = 0
+except SystemExit as exc:
+    code = exc.code
 print(json.dumps({"code": code, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+sys.exit(code)
 """
 
 
@@ -198,7 +208,7 @@ def bench_fidelity(args: argparse.Namespace) -> int:
     hr = [cv2.resize(f, (args.width * 4, args.height * 4), interpolation=cv2.INTER_AREA) for f in decoded]
     train_hr, hr = hr[-TRAIN_FRAMES:], hr[:args.frames]
     lr = bicubic_down(hr, args.width, args.height)
-    net_spec = {**TINY_NET, **(infer.parse_network_args(args.net_args) if args.checkpoint else {})}
+    net_spec = {**TINY_NET, **(parse_network_args(args.net_args) if args.checkpoint else {})}
     weights = (f"checkpoint {args.checkpoint}" if args.checkpoint else
                f"fitted for {args.train_steps} steps" if args.train_steps else "random weights")
     print(f"{len(lr)} frames of bikes.mp4, LR {args.width}x{args.height} (GT {args.width * 4}x{args.height * 4}), "
@@ -217,22 +227,22 @@ def bench_fidelity(args: argparse.Namespace) -> int:
             fit_tiny(checkpoint, train_hr, args.width, args.height, args.train_steps, args.seed)
         else:
             save_tiny_checkpoint(checkpoint, args.seed)
-        source = infer.open_source(lr_dir)
+        source = open_source(lr_dir)
         spec = {**net_spec, "spynet_path": None}
-        model = infer.load_model(infer.ModelSource(spec=spec, checkpoint=checkpoint, param_key=None),
-                                 torch.device("cpu"))
-        upscaler = infer.Upscaler(model, torch.device("cpu"), source.num_frames)
+        model = load_model(ModelSource(spec=spec, checkpoint=checkpoint, param_key=None), torch.device("cpu"), models)
+        upscaler = Upscaler(model, torch.device("cpu"), source.num_frames)
         whole = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()[..., ::-1])
-                 for f in infer.restore_whole(source, upscaler)]
+                 for f in restore_whole(source, upscaler)]
         bicubic = [cv2.resize(f, (args.width * 4, args.height * 4), interpolation=cv2.INTER_CUBIC) for f in lr]
-        print(f"whole-clip vs GT {np.mean([infer.psnr_uint8(a, b) for a, b in zip(whole, hr)]):.4f} dB "
-              f"(bicubic upscaling: {np.mean([infer.psnr_uint8(a, b) for a, b in zip(bicubic, hr)]):.4f} dB)")
+        print(f"whole-clip vs GT {np.mean([psnr_uint8(a, b) for a, b in zip(whole, hr)]):.4f} dB "
+              f"(bicubic upscaling: {np.mean([psnr_uint8(a, b) for a, b in zip(bicubic, hr)]):.4f} dB)")
         for chunk, context in [(n, k) for n in args.chunks for k in args.contexts]:
             out = tmp_path / f"out_n{chunk}_k{context}"
             out.mkdir()
-            infer.run_chunks(source, upscaler, plan_chunks(source.num_frames, chunk, context), out)
-            chunked = [infer.read_image(infer.frame_path(out, i)) for i in range(source.num_frames)]
-            result = infer.compare_frames(chunked, whole, hr)
+            folder = FrameFolder(out, encode_png)
+            run_chunks(source, upscaler, plan_chunks(source.num_frames, chunk, context), folder)
+            chunked = [read_image(folder.path(i)) for i in range(source.num_frames)]
+            result = compare_frames(chunked, whole, hr)
             ok = abs(result["gt_psnr_difference_db"]) <= 0.05
             print(f"N={chunk:3d} K={context:3d}: chunked vs whole {result['chunked_vs_whole_psnr']:7.2f} dB "
                   f"(worst frame {result['chunked_vs_whole_worst_frame_psnr']:6.2f} dB, "
@@ -249,10 +259,10 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=None, help="LR height (memory: 16, fidelity: 27)")
     parser.add_argument("--short", type=int, default=100)
     parser.add_argument("--long", type=int, default=1000)
-    parser.add_argument("--chunk", type=int, default=infer.DEFAULT_CHUNK)
-    parser.add_argument("--context", type=int, default=infer.DEFAULT_CONTEXT)
+    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK)
+    parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT)
     parser.add_argument("--with-whole", action="store_true", help="also measure unchunked runs")
-    parser.add_argument("--chunks", type=int, nargs="+", default=[8, infer.DEFAULT_CHUNK],
+    parser.add_argument("--chunks", type=int, nargs="+", default=[8, DEFAULT_CHUNK],
                         help="fidelity: chunk sizes N to sweep (small N stresses the chunk boundaries)")
     parser.add_argument("--frames", type=int, default=128, help="fidelity: frames decoded from bikes.mp4")
     parser.add_argument("--contexts", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16])

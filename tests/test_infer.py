@@ -17,10 +17,16 @@ import torch
 import torch.nn.functional as F
 
 import infer
+import models
+from datasets.video_io import encode_png, open_source
 from models import build_network
-from vsr_accel.chunking import (Chunk, SlidingWindow, atomic_write_bytes, max_window, plan_chunks, rank_share,
-                                temp_files_for, tile_spans, window_context, window_indices)
+from vsr_accel import inference
+from vsr_accel.chunking import (Chunk, SlidingWindow, max_window, plan_chunks, rank_share, tile_spans, window_context,
+                                window_indices)
 from vsr_accel.errors import CheckpointError
+from vsr_accel.fsio import atomic_write_bytes, stale_temps
+from vsr_accel.inference import (FrameFolder, ModelSource, Upscaler, apply_tiled, compare_frames, frames_to_tensor,
+                                 load_model, parse_network_args, quantize, read_inference_weights, run_chunks)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"type": "BasicVSR", "num_feat": 8, "num_block": 1}
@@ -104,10 +110,14 @@ def frame_bytes(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def make_upscaler(checkpoint: Path, num_frames: int, spec: dict = TINY) -> infer.Upscaler:
-    model = infer.load_model(infer.ModelSource(spec=dict(spec), checkpoint=checkpoint, param_key=None),
-                             torch.device("cpu"))
-    return infer.Upscaler(model, torch.device("cpu"), num_frames)
+def make_upscaler(checkpoint: Path, num_frames: int, spec: dict = TINY) -> Upscaler:
+    model = load_model(ModelSource(spec=dict(spec), checkpoint=checkpoint, param_key=None), torch.device("cpu"),
+                       models)
+    return Upscaler(model, torch.device("cpu"), num_frames)
+
+
+def png_folder(folder: Path) -> FrameFolder:
+    return FrameFolder(folder, encode_png)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -178,8 +188,8 @@ def test_tile_spans_partition_the_axis():
 def test_tiled_inference_assembles_the_untiled_result():
     x = torch.rand(2, 3, 23, 37)
     upscale = lambda t: F.interpolate(t, scale_factor=4, mode="nearest")  # noqa: E731 (exact, local)
-    whole = infer.apply_tiled(upscale, x, tile=0, overlap=0, multiple=1)
-    tiled = infer.apply_tiled(upscale, x, tile=10, overlap=4, multiple=4)  # padding to x4 is cropped away
+    whole = apply_tiled(upscale, x, tile=0, overlap=0, multiple=1)
+    tiled = apply_tiled(upscale, x, tile=10, overlap=4, multiple=4)  # padding to x4 is cropped away
     assert tiled.shape == (2, 3, 92, 148) and tiled.dtype == torch.uint8
     assert torch.equal(whole, tiled)
 
@@ -227,9 +237,9 @@ def test_sliding_window_skips_without_decoding_chunks_already_done():
 
 
 def test_run_buffers_at_most_chunk_plus_two_context_frames(lr_dir: Path, checkpoint: Path, tmp_path: Path):
-    source = infer.open_source(lr_dir)
+    source = open_source(lr_dir)
     chunks = plan_chunks(source.num_frames, 5, 2)
-    stats = infer.run_chunks(source, make_upscaler(checkpoint, source.num_frames), chunks, tmp_path)
+    stats = run_chunks(source, make_upscaler(checkpoint, source.num_frames), chunks, png_folder(tmp_path))
     assert stats.peak_buffered == 5 + 2 * 2 < source.num_frames
     assert stats.computed_chunks == 4 and stats.written == NUM_FRAMES
 
@@ -246,9 +256,9 @@ def test_outputs_are_named_by_frame_index_upscaled_and_left_without_temp_files(b
 def test_chunks_with_whole_clip_context_equal_whole_clip_inference(lr_dir: Path, checkpoint: Path, tmp_path: Path):
     """With context >= the clip, every chunk sees the whole clip, so only the output slicing
     differs from whole-clip inference: the frames must be identical."""
-    source = infer.open_source(lr_dir)
+    source = open_source(lr_dir)
     upscaler = make_upscaler(checkpoint, source.num_frames)
-    infer.run_chunks(source, upscaler, plan_chunks(source.num_frames, 12, source.num_frames), tmp_path)
+    run_chunks(source, upscaler, plan_chunks(source.num_frames, 12, source.num_frames), png_folder(tmp_path))
     result = infer.compare_whole(source, upscaler, tmp_path)
     assert result["identical_frames"] == NUM_FRAMES and result["chunked_vs_whole_psnr"] == float("inf")
 
@@ -270,7 +280,7 @@ def test_compare_frames_psnr_on_uint8():
     a = np.full((4, 4, 3), 100, np.uint8)
     b = a.copy()
     b[0, 0, 0] = 110  # MSE = 100 / 48
-    result = infer.compare_frames([a, a], [a, b], gt=[a, a])
+    result = compare_frames([a, a], [a, b], gt=[a, a])
     expected_worst = 10 * np.log10(255.0 ** 2 / (100 / 48))
     assert result["identical_frames"] == 1 and result["chunked_vs_whole_worst_frame_psnr"] == pytest.approx(expected_worst)
     assert result["chunked_vs_whole_psnr"] == pytest.approx(10 * np.log10(255.0 ** 2 / (100 / 96)))
@@ -285,7 +295,7 @@ def test_spatial_tiles_run_the_model_and_stay_close_to_whole_frames(lr_frames, c
         spans = tile_spans(length, tile, overlap)
         tiles_used.append(len(spans))
         return spans
-    monkeypatch.setattr(infer, "tile_spans", spy)
+    monkeypatch.setattr(inference, "tile_spans", spy)
     clip = tmp_path / "lr"
     clip.mkdir()
     for i, frame in enumerate(lr_frames[:6]):
@@ -298,7 +308,7 @@ def test_spatial_tiles_run_the_model_and_stay_close_to_whole_frames(lr_frames, c
     assert tiles_used == [1, 2]  # the tiled run cut the frame into 1 x 2 tiles
     tiled, whole = ([cv2.imread(str(p)) for p in sorted((tmp_path / name).iterdir())] for name in runs)
     assert len(tiled) == 6 and tiled[0].shape == whole[0].shape
-    result = infer.compare_frames(tiled, whole)
+    result = compare_frames(tiled, whole)
     assert result["chunked_vs_whole_psnr"] > 30  # tile borders may change a little, not much
 
 
@@ -316,6 +326,18 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path: Path, mon
     assert target.read_bytes() == b"second" and [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_written_frames_follow_the_umask(lr_dir: Path, checkpoint: Path, tmp_path: Path, umask: int, mode: int):
+    """Frames get the mode a plain `open()` would give (mkstemp's 0600 would hide them from a team)."""
+    previous = os.umask(umask)
+    try:
+        assert infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "out"), "--chunk", "10",
+                           "--context", "0", *net_argv(checkpoint)]) == 0
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}
+    assert len(modes) == NUM_FRAMES and set(modes.values()) == {mode}, modes
+
 def test_resume_skips_done_chunks_and_redoes_only_missing_frames(baseline: Path, lr_dir: Path, checkpoint: Path,
                                                                  tmp_path: Path):
     out = tmp_path / "out"
@@ -326,25 +348,25 @@ def test_resume_skips_done_chunks_and_redoes_only_missing_frames(baseline: Path,
     (out / ".00000007.png.abc123.tmp").write_bytes(b"half a png")  # ... mid-write
     (out / "00000013.png").unlink()  # and chunk [12, 18) another
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.suffix == ".png"}
-    source = infer.open_source(lr_dir)
-    stats = infer.run_chunks(source, make_upscaler(checkpoint, source.num_frames),
-                             plan_chunks(source.num_frames, 6, 2), out)
+    source = open_source(lr_dir)
+    stats = run_chunks(source, make_upscaler(checkpoint, source.num_frames),
+                       plan_chunks(source.num_frames, 6, 2), png_folder(out))
     assert (stats.skipped_chunks, stats.computed_chunks, stats.written) == (2, 2, 2)
     assert frame_bytes(out) == frame_bytes(baseline)  # restored exactly, temp file cleared
     assert all(out.joinpath(n).stat().st_mtime_ns == t for n, t in before.items())  # nothing rewritten
 
 
 def test_finished_run_is_skipped_without_decoding(baseline: Path, lr_dir: Path, checkpoint: Path):
-    source = infer.open_source(lr_dir)
-    stats = infer.run_chunks(source, make_upscaler(checkpoint, source.num_frames),
-                             plan_chunks(source.num_frames, 6, 2), baseline)
+    source = open_source(lr_dir)
+    stats = run_chunks(source, make_upscaler(checkpoint, source.num_frames),
+                       plan_chunks(source.num_frames, 6, 2), png_folder(baseline))
     assert (stats.computed_chunks, stats.written, stats.peak_buffered) == (0, 0, 0)
 
 
-def test_temp_files_for_matches_only_the_named_frames(tmp_path: Path):
+def test_stale_temps_match_only_the_named_frames(tmp_path: Path):
     for name in (".00000001.png.x1y2.tmp", ".00000002.png.zz.tmp", "00000001.png", ".other.tmp"):
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in temp_files_for(tmp_path, ["00000001.png"])] == [".00000001.png.x1y2.tmp"]
+    assert [p.name for p in stale_temps(tmp_path, ["00000001.png"])] == [".00000001.png.x1y2.tmp"]
 
 
 # ----------------------------------------------------------------------------- clip parallelism
@@ -352,11 +374,11 @@ def test_temp_files_for_matches_only_the_named_frames(tmp_path: Path):
 def test_rank_shares_written_separately_equal_the_one_process_run(baseline: Path, lr_dir: Path, checkpoint: Path,
                                                                    tmp_path: Path):
     """What each rank of a clip-parallel run does, one after the other in this process."""
-    source = infer.open_source(lr_dir)
+    source = open_source(lr_dir)
     upscaler = make_upscaler(checkpoint, source.num_frames)
     chunks = plan_chunks(source.num_frames, 6, 2)
     for rank in range(3):
-        infer.run_chunks(source, upscaler, rank_share(chunks, rank, 3), tmp_path)
+        run_chunks(source, upscaler, rank_share(chunks, rank, 3), png_folder(tmp_path))
     assert frame_bytes(tmp_path) == frame_bytes(baseline)
 
 
@@ -367,14 +389,14 @@ def test_rank_share_of_a_video_skips_to_its_context(lr_frames, checkpoint: Path,
     for frame in lr_frames[:12]:
         writer.write(frame)
     writer.release()
-    source = infer.open_source(video)
+    source = open_source(video)
     upscaler = make_upscaler(checkpoint, source.num_frames)
     chunks = plan_chunks(source.num_frames, 4, 1)
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    infer.run_chunks(source, upscaler, chunks, tmp_path / "one")
-    stats = infer.run_chunks(source, upscaler, rank_share(chunks, 1, 2), tmp_path / "two")
-    infer.run_chunks(source, upscaler, rank_share(chunks, 0, 2), tmp_path / "two")
+    run_chunks(source, upscaler, chunks, png_folder(tmp_path / "one"))
+    stats = run_chunks(source, upscaler, rank_share(chunks, 1, 2), png_folder(tmp_path / "two"))
+    run_chunks(source, upscaler, rank_share(chunks, 0, 2), png_folder(tmp_path / "two"))
     assert stats.written == 4 and stats.peak_buffered == 5  # frames [7, 12): chunk [8, 12) and 1 context frame
     assert frame_bytes(tmp_path / "two") == frame_bytes(tmp_path / "one")
 
@@ -447,7 +469,7 @@ def test_edvr_chunked_equals_whole_clip_sliding_window(lr_dir: Path, tmp_path: P
     torch.save({"params_ema": net.state_dict()}, checkpoint)
     lr9 = tmp_path / "lr9"  # a 9-frame clip keeps the deformable convolutions quick
     lr9.mkdir()
-    for i, frame in enumerate(list(infer.open_source(lr_dir).frames())[:9]):
+    for i, frame in enumerate(list(open_source(lr_dir).frames())[:9]):
         cv2.imwrite(str(lr9 / f"{i:08d}.png"), frame)
     out = tmp_path / "out"
     assert infer.main(["--input", str(lr9), "--output", str(out), "--chunk", "4", "--checkpoint", str(checkpoint),
@@ -455,8 +477,8 @@ def test_edvr_chunked_equals_whole_clip_sliding_window(lr_dir: Path, tmp_path: P
                        '{"num_feat": 8, "deformable_groups": 1, "num_extract_block": 1, "num_reconstruct_block": 1}',
                        "--device", "cpu", "--no-progress"]) == 0
     from vsr_accel.evaluation import restore_clip
-    lq = infer.frames_to_tensor(list(infer.open_source(lr9).frames()))
-    whole = infer.quantize(restore_clip(net.eval(), lq, torch.device("cpu"), window=5, padding="reflection_circle"))
+    lq = frames_to_tensor(list(open_source(lr9).frames()))
+    whole = quantize(restore_clip(net.eval(), lq, torch.device("cpu"), window=5, padding="reflection_circle"))
     for i in range(9):
         written = cv2.imread(str(out / f"{i:08d}.png"))[..., ::-1]
         assert np.array_equal(written, whole[i].permute(1, 2, 0).numpy()), i
@@ -470,8 +492,8 @@ def test_network_from_options_file_and_json_args(lr_dir: Path, checkpoint: Path,
     assert infer.main(["-opt", str(options), "--input", str(lr_dir), "--output", str(out), "--chunk", "10",
                        "--context", "0", "--device", "cpu", "--no-progress"]) == 0
     assert len(list(out.glob("*.png"))) == NUM_FRAMES
-    assert infer.parse_network_args(['{"num_feat": 8}']) == {"num_feat": 8}
-    assert infer.parse_network_args(["num_feat=8", "spynet_path=~", "name=abc"]) == \
+    assert parse_network_args(['{"num_feat": 8}']) == {"num_feat": 8}
+    assert parse_network_args(["num_feat=8", "spynet_path=~", "name=abc"]) == \
         {"num_feat": 8, "spynet_path": None, "name": "abc"}
 
 
@@ -484,11 +506,11 @@ def test_checkpoint_layouts_give_the_same_weights(checkpoint: Path, tmp_path: Pa
                                "sampler": {}}}[layout]  # what train.py's `<iter>.state` holds
     path = tmp_path / "weights.pth"
     torch.save(blob, path)
-    loaded = infer.read_inference_weights(path, param_key=None)
+    loaded = read_inference_weights(path, param_key=None)
     expected = params if layout == "bare" else ema  # params_ema wins, as in BasicSR's test scripts
     assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected)
     if layout != "bare":
-        chosen = infer.read_inference_weights(path, param_key="params")
+        chosen = read_inference_weights(path, param_key="params")
         assert all(torch.equal(chosen[k], params[k]) for k in params)
 
 

@@ -1,5 +1,5 @@
 """Planning for long-video inference: temporal chunks with context, rank shares, sliding
-windows, spatial tiles, and atomic file writes.
+windows and spatial tiles. `vsr_accel.inference` carries the plans out.
 
 Recurrent VSR models (BasicVSR) propagate features through the whole clip in both directions,
 so feeding a long video at once makes memory grow with its length. We cut the video into
@@ -7,18 +7,15 @@ chunks of `chunk` output frames and feed each with `context` extra frames on bot
 outputs are thrown away): the propagated state at a chunk's edge has then already "warmed up"
 over `context` frames, and peak memory depends on `chunk + 2 * context` only.
 
-Everything here is pure planning plus a little file-system plumbing: no model, no decoder, no
-torch. That keeps it unit-testable and lets every rank compute the same plan on its own, so
-clip-parallel inference needs no communication to agree on who writes which frame.
+Everything here is pure planning: no model, no decoder, no torch, no files. That keeps it
+unit-testable and lets every rank compute the same plan on its own, so clip-parallel inference
+needs no communication to agree on who writes which frame.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Generic, Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, Generic, Iterable, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -111,6 +108,18 @@ def window_indices(center: int, num_frames: int, window: int, padding: str = EDV
     return indices
 
 
+def window_positions(chunk: Chunk, num_frames: int, window: int, padding: str = EDVR_TEST_PADDING) -> list[list[int]]:
+    """For each output frame of `chunk`, where its window's frames sit inside the chunk's context
+    frames (what a sliding-window model reads for that output frame)."""
+    positions = []
+    for center in range(chunk.start, chunk.stop):
+        local = [i - chunk.ctx_start for i in window_indices(center, num_frames, window, padding)]
+        if not all(0 <= i < chunk.ctx_size for i in local):
+            raise ValueError(f"frame {center}'s window reaches outside {chunk}: plan it with window_context()")
+        positions.append(local)
+    return positions
+
+
 def window_context(window: int, padding: str = EDVR_TEST_PADDING) -> int:
     """Context a sliding-window model needs so every window of a chunk lies inside the chunk's
     context range. Interior windows reach `window // 2` frames out; the padded windows at the
@@ -181,42 +190,3 @@ class SlidingWindow(Generic[T]):
             self.peak = max(self.peak, len(self._frames))
         return list(self._frames)[: hi - lo]
 
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that a kill leaves either the old state or the whole new file:
-    a temp file in the same folder (same file system, so `os.replace` is atomic), fsync'd before
-    the rename. A kill mid-write leaves only a hidden `*.tmp`, which `remove_stale_temps` clears."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def temp_files_for(folder: Path, names: Iterable[str]) -> Iterator[Path]:
-    """Leftover temp files (from a killed run) of the given output names in `folder`."""
-    wanted = set(names)
-    for entry in folder.glob(".*.tmp"):
-        stem = entry.name[1:].rsplit(".", 2)[0]  # ".{name}.{random}.tmp" -> name
-        if stem in wanted:
-            yield entry
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make renames inside `folder` durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

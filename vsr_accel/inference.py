@@ -1,0 +1,411 @@
+"""Long-video inference, carried out: the model, chunk restore with context, tiling, the window
+restore, streaming, resumable frame output, and the chunked-vs-whole comparison.
+
+`vsr_accel.chunking` plans (which frames each chunk reads and writes, who writes which chunk);
+this module executes the plan. `infer.py` is only its command line, and validation
+(`vsr_accel.evaluation.restore_clip`) runs the same window restore on a whole clip, so what
+training validates is what inference writes.
+
+Torch-only, like all of `vsr_accel/`: frames come from any object with the `FrameStream` shape
+(`datasets/video_io.py` opens videos and image folders with OpenCV), PNG bytes from an `encode`
+callable handed to `FrameFolder`, and networks from a `NetworkRegistry` (the `models` package).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from vsr_accel.checkpoint import PARAM_KEYS, load_weights_strict, read_training_state, read_weights
+from vsr_accel.chunking import EDVR_TEST_PADDING, Chunk, SlidingWindow, tile_spans, window_context, window_positions
+from vsr_accel.config import read_yaml
+from vsr_accel.errors import CheckpointError, ConfigError, DataError
+from vsr_accel.fsio import atomic_write_bytes, fsync_dir, remove_stale_temps
+from vsr_accel.metrics import calculate_psnr
+
+# Defaults chosen by measurement (benchmarks/bench_infer_memory.py --fidelity, 128 real frames):
+# with a tiny BasicVSR fitted to other frames of the footage, PSNR vs GT of chunked and whole-clip
+# output differs by 0.0014 dB at N=64, K=8 (chunked vs whole 61.9 dB), and by 0.034 dB even when
+# stressed with N=8 (K=4: 0.050, K=2: 0.061 dB: too close to the 0.05 dB budget); with the demo
+# checkpoint the difference is 0.0000 dB at N=64, K=8. N=64 keeps the discarded context at 25%
+# extra compute while memory stays bounded by 80 LR frames.
+DEFAULT_CHUNK = 64
+DEFAULT_CONTEXT = 8
+FRAME_NAME = "{:08d}.png"
+
+
+class FrameStream(Protocol):
+    """What inference reads: `datasets.video_io.FrameSource` (BGR uint8 (h, w, 3) frames)."""
+
+    num_frames: int
+
+    def open_stream(self) -> tuple[Callable[[], np.ndarray], Callable[[], None], Callable[[], None]]: ...
+
+    def frames(self) -> Iterator[np.ndarray]: ...
+
+
+class NetworkRegistry(Protocol):
+    """What loading needs from `models` (passed in: `vsr_accel/` never imports `models`)."""
+
+    def build_network(self, spec: Mapping[str, Any]) -> torch.nn.Module: ...
+
+    def is_recurrent(self, module: torch.nn.Module) -> bool: ...
+
+    def required_multiple(self, network: Mapping[str, Any]) -> int: ...
+
+
+# ----------------------------------------------------------------------------- the model
+
+@dataclass(frozen=True)
+class ModelSource:
+    spec: dict[str, Any]
+    checkpoint: Path
+    param_key: str | None
+
+
+def parse_network_args(items: Sequence[str]) -> dict[str, Any]:
+    """`--network-args` as one JSON object or `key=value` items (values parsed as YAML scalars)."""
+    if len(items) == 1 and items[0].lstrip().startswith("{"):
+        try:
+            parsed = json.loads(items[0])
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--network-args: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(parsed, dict):
+            raise ConfigError("--network-args: JSON must be an object")
+        return parsed
+    args: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--network-args: expected key=value, got {item!r}")
+        try:
+            args[key] = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError:
+            args[key] = raw
+    return args
+
+
+def resolve_model_source(*, opt: str | None, network: str | None, network_args: Sequence[str],
+                         checkpoint: str | None) -> ModelSource:
+    """Network spec and checkpoint from `--network`/`--network-args`/`--checkpoint` and/or a
+    BasicSR-style options file (`network_g`, `path.pretrain_network_g`, `path.param_key_g`).
+    Command-line values override the options file's."""
+    spec: dict[str, Any] = {}
+    param_key = None
+    if opt:
+        options = read_yaml(opt)
+        network_g = options.get("network_g")
+        if not isinstance(network_g, dict):
+            raise ConfigError(f"{opt}: 'network_g' is missing or not a mapping")
+        spec = dict(network_g)
+        path_section = options.get("path") or {}
+        if checkpoint is None and isinstance(path_section, dict) and path_section.get("pretrain_network_g"):
+            checkpoint = path_section["pretrain_network_g"]
+            param_key = path_section.get("param_key_g")
+    if network:
+        spec["type"] = network
+    spec.update(parse_network_args(network_args))
+    if "type" not in spec:
+        raise ConfigError("no network given: pass --network TYPE (e.g. BasicVSR) or -opt options.yml")
+    if checkpoint is None:
+        raise ConfigError("no checkpoint given: pass --checkpoint PATH (or path.pretrain_network_g in -opt)")
+    # A full checkpoint carries SpyNet's weights; loading a separate SpyNet file first is wasted work.
+    if "spynet_path" in spec:
+        spec["spynet_path"] = None
+    return ModelSource(spec=spec, checkpoint=Path(checkpoint), param_key=param_key)
+
+
+def read_inference_weights(path: Path, param_key: str | None) -> dict[str, torch.Tensor]:
+    """Weights from a BasicSR file (`params_ema` preferred over `params` unless `param_key` says
+    otherwise), a bare state_dict, or a vsr-accel training state (`<iter>.state`, whose
+    `network` entry holds the same `params`/`params_ema` pair); all read weights-only."""
+    try:
+        return read_weights(path, param_key=param_key)
+    except CheckpointError as not_weights:
+        try:
+            state = read_training_state(path)
+        except CheckpointError:
+            raise not_weights from None
+    network = state.get("network")
+    if not isinstance(network, dict):
+        raise CheckpointError(f"{path}: training state has no 'network' weights")
+    key = param_key or next((k for k in PARAM_KEYS if isinstance(network.get(k), dict)), None)
+    weights = network.get(key) if key else None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: training state has no '{key or 'params'}' weights under 'network'")
+    return {k[7:] if k.startswith("module.") else k: v for k, v in weights.items()}
+
+
+@dataclass
+class LoadedModel:
+    net: torch.nn.Module
+    recurrent: bool
+    window: int  # input frames per output frame for sliding-window models; 0 for recurrent ones
+    multiple: int  # LR sides are padded up to a multiple of this
+
+
+def load_model(source: ModelSource, device: torch.device, networks: NetworkRegistry) -> LoadedModel:
+    """The network of `source` with its weights, in eval mode on `device`. The weights are read
+    first, so a bad checkpoint is reported before any network (or SpyNet file) is built."""
+    state = read_inference_weights(source.checkpoint, source.param_key)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*spynet_path is not set.*")
+        net = networks.build_network(source.spec)
+    load_weights_strict(net, state, str(source.checkpoint))
+    net.eval().to(device)
+    recurrent = networks.is_recurrent(net)
+    window = 0 if recurrent else int(getattr(net, "num_frame", source.spec.get("num_frame", 5)))
+    return LoadedModel(net=net, recurrent=recurrent, window=window, multiple=networks.required_multiple(source.spec))
+
+
+# ----------------------------------------------------------------------------- restoring frames
+
+def frames_to_tensor(frames: Sequence[np.ndarray]) -> torch.Tensor:
+    """BGR uint8 (h, w, 3) frames -> RGB float (t, 3, h, w) in [0, 1], as BasicSR's img2tensor."""
+    stacked = torch.from_numpy(np.stack(frames))[..., [2, 1, 0]]
+    return stacked.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Float in [0, 1] -> uint8 exactly as BasicSR's tensor2img (clamp, *255, round half-even)."""
+    return (x.float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x, h, w
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:])
+    flat = F.pad(flat, (0, pad_w, 0, pad_h), mode="replicate")
+    return flat.reshape(*lead, *flat.shape[-3:]), h, w
+
+
+Restore = Callable[[torch.Tensor], torch.Tensor]
+
+
+def apply_tiled(fn: Restore, x: torch.Tensor, tile: int, overlap: int, multiple: int) -> torch.Tensor:
+    """Run `fn` ((..., 3, h, w) -> (..., 3, s*h, s*w)) over overlapping spatial tiles of `x` and
+    assemble the uint8 result on the CPU; each output pixel comes from the tile whose centre is
+    nearest. With tile=0 this is one call on the whole frame."""
+    h, w = x.shape[-2:]
+    out: torch.Tensor | None = None
+    scale = 0
+    for ys in tile_spans(h, tile, overlap):
+        for xs in tile_spans(w, tile, overlap):
+            part, ph, pw = pad_to_multiple(x[..., ys.start:ys.stop, xs.start:xs.stop], multiple)
+            result = fn(part)
+            if out is None:
+                scale = result.shape[-1] // part.shape[-1]
+                out = torch.empty((*result.shape[:-2], h * scale, w * scale), dtype=torch.uint8)
+            result = quantize(result[..., : ph * scale, : pw * scale]).cpu()
+            out[..., ys.keep_start * scale: ys.keep_stop * scale, xs.keep_start * scale: xs.keep_stop * scale] = \
+                result[..., (ys.keep_start - ys.start) * scale: (ys.keep_stop - ys.start) * scale,
+                       (xs.keep_start - xs.start) * scale: (xs.keep_stop - xs.start) * scale]
+    assert out is not None
+    return out
+
+
+def restore_frames(net: torch.nn.Module, lq: torch.Tensor, chunk: Chunk, num_frames: int, device: torch.device, *,
+                   window: int | None, padding: str = EDVR_TEST_PADDING,
+                   apply: Callable[[Restore, torch.Tensor], torch.Tensor] = lambda fn, x: fn(x)) -> torch.Tensor:
+    """Output frames [chunk.start, chunk.stop) of a `num_frames` video from `lq` (t, 3, h, w), its
+    input frames [chunk.ctx_start, chunk.ctx_stop).
+
+    A recurrent model (`window=None`) reads all of `lq` and its context outputs are dropped; a
+    sliding-window model reads the `window` frames around each output frame, padded at the
+    video's ends like BasicSR's `generate_frame_indices`. `apply(fn, frames)` runs the network
+    call `fn` (its default runs it once; `apply_tiled` runs it per tile and quantises)."""
+    if window is None:
+        def run_clip(part: torch.Tensor) -> torch.Tensor:
+            out = net(part.unsqueeze(0).to(device))[0]
+            return out[chunk.offset: chunk.offset + chunk.size].float()
+        return apply(run_clip, lq)
+
+    def run_window(part: torch.Tensor) -> torch.Tensor:
+        return net(part.unsqueeze(0).to(device))[0].float()
+    return torch.stack([apply(run_window, lq[local]) for local in window_positions(chunk, num_frames, window, padding)])
+
+
+class Upscaler:
+    """Restores one chunk from its context frames, in uint8; knows recurrent vs sliding-window
+    models, tiling and half precision."""
+
+    def __init__(self, model: LoadedModel, device: torch.device, num_frames: int, *, tile: int = 0,
+                 tile_overlap: int = 0, half: str | None = None, padding: str = EDVR_TEST_PADDING):
+        self.model = model
+        self.device = device
+        self.num_frames = num_frames
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.half_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, None: None}[half]
+        self.padding = padding
+
+    def context(self, requested: int) -> int:
+        return requested if self.model.recurrent else window_context(self.model.window, self.padding)
+
+    def _autocast(self):
+        if self.half_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.half_dtype)
+
+    def _tiled(self, fn: Restore, x: torch.Tensor) -> torch.Tensor:
+        return apply_tiled(fn, x, self.tile, self.tile_overlap, self.model.multiple)
+
+    @torch.no_grad()
+    def restore(self, chunk: Chunk, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        """uint8 RGB (chunk.size, 3, H, W) on the CPU."""
+        lq = frames_to_tensor(frames)
+        window = None if self.model.recurrent else self.model.window
+        with self._autocast():
+            return restore_frames(self.model.net, lq, chunk, self.num_frames, self.device, window=window,
+                                  padding=self.padding, apply=self._tiled)
+
+
+# ----------------------------------------------------------------------------- output
+
+class FrameFolder:
+    """Restored frames as `%08d.png` (0-based frame index) in one folder, each written atomically
+    through `vsr_accel.fsio` (temp file, fsync, rename, the umask's mode); the folder is fsync'd
+    once per chunk, not once per frame. `encode` turns a uint8 RGB (3, H, W) frame into the file's
+    bytes (`datasets.video_io.encode_png`)."""
+
+    def __init__(self, folder: Path, encode: Callable[[torch.Tensor], bytes]):
+        self.folder = Path(folder)
+        self.encode = encode
+
+    def prepare(self) -> None:
+        """Create the folder and prove we can write into it, before any compute is spent."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"{self.folder}: output folder cannot be created ({exc.strerror or exc})") from None
+        if not self.folder.is_dir():
+            raise DataError(f"{self.folder}: output path exists and is not a folder")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=self.folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise DataError(f"{self.folder}: output folder is not writable ({exc.strerror or exc})") from None
+
+    def path(self, index: int) -> Path:
+        return self.folder / FRAME_NAME.format(index)
+
+    def chunk_done(self, chunk: Chunk) -> bool:
+        return all(self.path(i).is_file() for i in range(chunk.start, chunk.stop))
+
+    def remove_stale_temps(self, chunks: Sequence[Chunk]) -> None:
+        """Temp files a killed run left for these chunks' frames (ours alone: no other rank
+        writes them)."""
+        remove_stale_temps(self.folder, [FRAME_NAME.format(i) for c in chunks for i in range(c.start, c.stop)])
+
+    def write_chunk(self, chunk: Chunk, restored: torch.Tensor) -> int:
+        """Write the chunk's frames that do not exist yet; returns how many were written."""
+        written = 0
+        for i, frame in zip(range(chunk.start, chunk.stop), restored):
+            target = self.path(i)
+            if not target.is_file():
+                atomic_write_bytes(target, self.encode(frame), sync_dir=False)
+                written += 1
+        fsync_dir(self.folder)
+        return written
+
+
+# ----------------------------------------------------------------------------- the run
+
+@dataclass
+class RunStats:
+    written: int = 0
+    skipped_chunks: int = 0
+    computed_chunks: int = 0
+    peak_buffered: int = 0
+    seconds: float = 0.0
+
+
+def run_chunks(source: FrameStream, upscaler: Upscaler, chunks: Sequence[Chunk], output: FrameFolder,
+               progress: bool = False) -> RunStats:
+    """Restore `chunks` (ascending) streaming frames through a window of at most max ctx_size;
+    chunks whose frames all exist are skipped without decoding."""
+    from tqdm import tqdm
+
+    stats = RunStats()
+    output.remove_stale_temps(chunks)
+    read_next, skip_next, close = source.open_stream()
+    window = SlidingWindow(read_next, skip_next)
+    bar = tqdm(total=sum(c.size for c in chunks), unit="frame", disable=not progress, dynamic_ncols=True,
+               desc="infer")
+    start_time = time.perf_counter()
+    try:
+        for chunk in chunks:
+            if output.chunk_done(chunk):
+                stats.skipped_chunks += 1
+                bar.update(chunk.size)
+                continue
+            frames = window.window(chunk.ctx_start, chunk.ctx_stop)
+            restored = upscaler.restore(chunk, frames)
+            del frames
+            stats.written += output.write_chunk(chunk, restored)
+            stats.computed_chunks += 1
+            bar.update(chunk.size)
+    finally:
+        bar.close()
+        close()
+    stats.peak_buffered = window.peak
+    stats.seconds = time.perf_counter() - start_time
+    return stats
+
+
+def restore_whole(source: FrameStream, upscaler: Upscaler) -> list[torch.Tensor]:
+    """Whole-clip inference in memory (the unchunked reference): short clips only."""
+    n = source.num_frames
+    restored = upscaler.restore(Chunk(0, n, 0, n), list(source.frames()))
+    return list(restored)
+
+
+# ----------------------------------------------------------------------------- fidelity
+
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR on 8-bit frames (BasicSR's definition, crop_border=0, all channels)."""
+    return calculate_psnr(a, b, crop_border=0)
+
+
+def compare_frames(chunked: Sequence[np.ndarray], whole: Sequence[np.ndarray],
+                   gt: Sequence[np.ndarray] | None = None) -> dict[str, float]:
+    """PSNRs on uint8 frames: chunked vs whole-clip (pooled over all frames, and the worst frame),
+    and, given GT, the mean per-frame PSNR of each vs GT (BasicSR's clip average)."""
+    if len(chunked) != len(whole):
+        raise ValueError(f"{len(chunked)} chunked frames vs {len(whole)} whole-clip frames")
+    pooled_mse = float(np.mean([np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+                                for a, b in zip(chunked, whole)]))
+    per_frame = [psnr_uint8(a, b) for a, b in zip(chunked, whole)]
+    result = {
+        "chunked_vs_whole_psnr": math.inf if pooled_mse == 0 else 10 * math.log10(255.0 ** 2 / pooled_mse),
+        "chunked_vs_whole_worst_frame_psnr": min(per_frame),
+        "identical_frames": float(sum(math.isinf(p) for p in per_frame)),
+    }
+    if gt is not None:
+        if len(gt) != len(whole):
+            raise DataError(f"--gt: {len(gt)} GT frames for {len(whole)} restored frames")
+        for i, (frame, target) in enumerate(zip(whole, gt)):
+            if frame.shape != target.shape:
+                raise DataError(f"--gt: GT frame {i} is {target.shape[1]}x{target.shape[0]}, "
+                                f"output is {frame.shape[1]}x{frame.shape[0]}")
+        result["chunked_vs_gt_psnr"] = float(np.mean([psnr_uint8(a, b) for a, b in zip(chunked, gt)]))
+        result["whole_vs_gt_psnr"] = float(np.mean([psnr_uint8(a, b) for a, b in zip(whole, gt)]))
+        result["gt_psnr_difference_db"] = result["whole_vs_gt_psnr"] - result["chunked_vs_gt_psnr"]
+    return result
+
