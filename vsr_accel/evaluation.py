@@ -24,19 +24,19 @@ from vsr_accel.chunking import window_indices
 @torch.no_grad()
 def restore_clip(model: torch.nn.Module, lq: torch.Tensor, device: torch.device,
                  window: int | None = None, padding: str = "reflection_circle") -> torch.Tensor:
-    """(T,3,h,w) in [0,1] -> (T,3,sh,sw) on the CPU, clamped to [0,1]."""
+    """(T,3,h,w) in [0,1] -> (T,3,sh,sw) on the CPU, clamped to [0,1]. The clip is one chunk of
+    `vsr_accel.inference.restore_frames`, the window restore infer.py writes its frames with."""
+    from vsr_accel.chunking import Chunk
+    from vsr_accel.inference import restore_frames
+
     was_training = model.training
     model.eval()
     try:
-        if window is None:
-            out = model(lq.unsqueeze(0).to(device))[0]
-        else:
-            frames = [model(lq[window_indices(i, lq.shape[0], window, padding)].unsqueeze(0).to(device))[0]
-                      for i in range(lq.shape[0])]
-            out = torch.stack(frames)
+        n = lq.shape[0]
+        out = restore_frames(model, lq, Chunk(0, n, 0, n), n, device, window=window, padding=padding)
     finally:
         model.train(was_training)
-    return out.float().clamp_(0, 1).cpu()
+    return out.clamp_(0, 1).cpu()
 
 
 @dataclass
