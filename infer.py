@@ -44,18 +44,17 @@ from typing import Sequence
 import torch
 
 import models
-from datasets.video_io import FrameSource, encode_png, open_source, read_image, rgb_to_bgr, write_mp4
+from datasets.video_io import FrameFolder, FrameSource, open_source, rgb_to_bgr, write_mp4
 from vsr_accel.chunking import EDVR_TEST_PADDING, PADDING_MODES, plan_chunks, rank_share
 from vsr_accel.errors import ConfigError, report_user_errors
-from vsr_accel.inference import (DEFAULT_CHUNK, DEFAULT_CONTEXT, FrameFolder, Upscaler, compare_frames,
-                                 load_model, resolve_model_source, restore_whole, run_chunks)
+from vsr_accel.inference import (DEFAULT_CHUNK, DEFAULT_CONTEXT, Upscaler, compare_frames, load_model,
+                                 resolve_model_source, restore_whole, run_chunks)
 
 
 def compare_whole(source: FrameSource, upscaler: Upscaler, output: Path, gt: Path | None = None) -> dict[str, float]:
     """Chunked frames (read back from `output`) vs whole-clip inference, and each vs GT."""
     whole = [rgb_to_bgr(f) for f in restore_whole(source, upscaler)]
-    folder = FrameFolder(output, encode_png)
-    chunked = [read_image(folder.path(i)) for i in range(source.num_frames)]
+    chunked = [FrameFolder(output).read(i) for i in range(source.num_frames)]
     gt_frames = list(open_source(gt, "--gt").frames()) if gt is not None else None
     return compare_frames(chunked, whole, gt_frames)
 
@@ -134,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
                                         checkpoint=args.checkpoint)
     device_request = requested_device(args.device)
     source = open_source(Path(args.input))
-    output = FrameFolder(Path(args.output), encode_png)
+    output = FrameFolder(Path(args.output))
     ctx = init_distributed(requested_device=device_request)
     try:
         if args.half and ctx.device.type != "cuda":

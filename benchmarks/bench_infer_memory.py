@@ -54,11 +54,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import models  # noqa: E402
-from datasets.video_io import encode_png, open_source, read_image  # noqa: E402
+from datasets.video_io import FrameFolder, open_source  # noqa: E402
 from vsr_accel.chunking import plan_chunks  # noqa: E402
-from vsr_accel.inference import (DEFAULT_CHUNK, DEFAULT_CONTEXT, FrameFolder, ModelSource, Upscaler,  # noqa: E402
-                                 compare_frames, load_model, parse_network_args, psnr_uint8, restore_whole,
-                                 run_chunks)
+from vsr_accel.inference import (DEFAULT_CHUNK, DEFAULT_CONTEXT, ModelSource, Upscaler, compare_frames,  # noqa: E402
+                                 load_model, parse_network_args, psnr_uint8, restore_whole, run_chunks)
 
 TINY_NET = {"type": "BasicVSR", "num_feat": 8, "num_block": 1}
 TRAIN_FRAMES = 72  # --train-steps fits on the last 72 frames of bikes.mp4, disjoint from the test clip
@@ -239,9 +238,9 @@ def bench_fidelity(args: argparse.Namespace) -> int:
         for chunk, context in [(n, k) for n in args.chunks for k in args.contexts]:
             out = tmp_path / f"out_n{chunk}_k{context}"
             out.mkdir()
-            folder = FrameFolder(out, encode_png)
+            folder = FrameFolder(out)
             run_chunks(source, upscaler, plan_chunks(source.num_frames, chunk, context), folder)
-            chunked = [read_image(folder.path(i)) for i in range(source.num_frames)]
+            chunked = [folder.read(i) for i in range(source.num_frames)]
             result = compare_frames(chunked, whole, hr)
             ok = abs(result["gt_psnr_difference_db"]) <= 0.05
             print(f"N={chunk:3d} K={context:3d}: chunked vs whole {result['chunked_vs_whole_psnr']:7.2f} dB "

@@ -1,25 +1,26 @@
 """Video frames in and out through OpenCV, for long-video inference (`infer.py`).
 
 Kept apart from `vsr_accel.inference` so that OpenCV stays out of the torch-only core: the core
-asks a source for a forward stream of frames and a folder for encoded bytes, and this module is
-what gives it both. Frames are BGR uint8 (h, w, 3) arrays, as OpenCV decodes them.
-
-Atomic frame writes are not here: `vsr_accel.inference.FrameFolder` writes the bytes that
-`encode_png` returns (through `vsr_accel.fsio`, which `datasets/` may not import).
+asks a `FrameSource` for a forward stream of frames and hands restored frames to a
+`FrameFolder`. Decoded frames are BGR uint8 (h, w, 3) arrays, as OpenCV gives them; restored
+frames arrive as uint8 RGB (3, H, W) tensors.
 """
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
 import torch
 
 from vsr_accel.errors import DataError
+from vsr_accel.fsio import atomic_write_bytes, fsync_dir, remove_stale_temps
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+FRAME_NAME = "{:08d}.png"
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -138,6 +139,55 @@ def encode_png(frame_rgb: torch.Tensor) -> bytes:
         raise RuntimeError("PNG encoding failed")
     return buffer.tobytes()
 
+
+
+class FrameFolder:
+    """Restored frames as `%08d.png` (0-based frame index) in one folder, each written atomically
+    through `vsr_accel.fsio` (temp file, fsync, rename, the umask's mode); the folder is fsync'd
+    once per `write` call (a chunk), not once per frame. A restarted run asks `has_all` and skips
+    what exists."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def prepare(self) -> None:
+        """Create the folder and prove we can write into it, before any compute is spent."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"{self.folder}: output folder cannot be created ({exc.strerror or exc})") from None
+        if not self.folder.is_dir():
+            raise DataError(f"{self.folder}: output path exists and is not a folder")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=self.folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise DataError(f"{self.folder}: output folder is not writable ({exc.strerror or exc})") from None
+
+    def path(self, index: int) -> Path:
+        return self.folder / FRAME_NAME.format(index)
+
+    def has_all(self, indices: range) -> bool:
+        return all(self.path(i).is_file() for i in indices)
+
+    def remove_stale_temps(self, indices: Iterable[int]) -> None:
+        """Temp files a killed run left for these frames (call only where no one else writes them)."""
+        remove_stale_temps(self.folder, [FRAME_NAME.format(i) for i in indices])
+
+    def write(self, indices: range, frames: torch.Tensor) -> int:
+        """Write the frames (uint8 RGB (3, H, W) each) that do not exist yet; returns how many."""
+        written = 0
+        for i, frame in zip(indices, frames):
+            target = self.path(i)
+            if not target.is_file():
+                atomic_write_bytes(target, encode_png(frame), sync_dir=False)
+                written += 1
+        fsync_dir(self.folder)
+        return written
+
+    def read(self, index: int) -> np.ndarray:
+        return read_image(self.path(index))
 
 def write_mp4(frames: Sequence[Path], target: Path, fps: float) -> None:
     """Encode the image files `frames` (in order) into an mp4 (OpenCV's 'mp4v'), written under a

@@ -18,15 +18,15 @@ import torch.nn.functional as F
 
 import infer
 import models
-from datasets.video_io import encode_png, open_source
+from datasets.video_io import FrameFolder, open_source
 from models import build_network
 from vsr_accel import inference
 from vsr_accel.chunking import (Chunk, SlidingWindow, max_window, plan_chunks, rank_share, tile_spans, window_context,
                                 window_indices)
 from vsr_accel.errors import CheckpointError
 from vsr_accel.fsio import atomic_write_bytes, stale_temps
-from vsr_accel.inference import (FrameFolder, ModelSource, Upscaler, apply_tiled, compare_frames, frames_to_tensor,
-                                 load_model, parse_network_args, quantize, read_inference_weights, run_chunks)
+from vsr_accel.inference import (ModelSource, Upscaler, apply_tiled, compare_frames, frames_to_tensor, load_model,
+                                 parse_network_args, quantize, read_inference_weights, run_chunks)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"type": "BasicVSR", "num_feat": 8, "num_block": 1}
@@ -114,10 +114,6 @@ def make_upscaler(checkpoint: Path, num_frames: int, spec: dict = TINY) -> Upsca
     model = load_model(ModelSource(spec=dict(spec), checkpoint=checkpoint, param_key=None), torch.device("cpu"),
                        models)
     return Upscaler(model, torch.device("cpu"), num_frames)
-
-
-def png_folder(folder: Path) -> FrameFolder:
-    return FrameFolder(folder, encode_png)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -239,7 +235,7 @@ def test_sliding_window_skips_without_decoding_chunks_already_done():
 def test_run_buffers_at_most_chunk_plus_two_context_frames(lr_dir: Path, checkpoint: Path, tmp_path: Path):
     source = open_source(lr_dir)
     chunks = plan_chunks(source.num_frames, 5, 2)
-    stats = run_chunks(source, make_upscaler(checkpoint, source.num_frames), chunks, png_folder(tmp_path))
+    stats = run_chunks(source, make_upscaler(checkpoint, source.num_frames), chunks, FrameFolder(tmp_path))
     assert stats.peak_buffered == 5 + 2 * 2 < source.num_frames
     assert stats.computed_chunks == 4 and stats.written == NUM_FRAMES
 
@@ -258,7 +254,7 @@ def test_chunks_with_whole_clip_context_equal_whole_clip_inference(lr_dir: Path,
     differs from whole-clip inference: the frames must be identical."""
     source = open_source(lr_dir)
     upscaler = make_upscaler(checkpoint, source.num_frames)
-    run_chunks(source, upscaler, plan_chunks(source.num_frames, 12, source.num_frames), png_folder(tmp_path))
+    run_chunks(source, upscaler, plan_chunks(source.num_frames, 12, source.num_frames), FrameFolder(tmp_path))
     result = infer.compare_whole(source, upscaler, tmp_path)
     assert result["identical_frames"] == NUM_FRAMES and result["chunked_vs_whole_psnr"] == float("inf")
 
@@ -350,7 +346,7 @@ def test_resume_skips_done_chunks_and_redoes_only_missing_frames(baseline: Path,
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.suffix == ".png"}
     source = open_source(lr_dir)
     stats = run_chunks(source, make_upscaler(checkpoint, source.num_frames),
-                       plan_chunks(source.num_frames, 6, 2), png_folder(out))
+                       plan_chunks(source.num_frames, 6, 2), FrameFolder(out))
     assert (stats.skipped_chunks, stats.computed_chunks, stats.written) == (2, 2, 2)
     assert frame_bytes(out) == frame_bytes(baseline)  # restored exactly, temp file cleared
     assert all(out.joinpath(n).stat().st_mtime_ns == t for n, t in before.items())  # nothing rewritten
@@ -359,7 +355,7 @@ def test_resume_skips_done_chunks_and_redoes_only_missing_frames(baseline: Path,
 def test_finished_run_is_skipped_without_decoding(baseline: Path, lr_dir: Path, checkpoint: Path):
     source = open_source(lr_dir)
     stats = run_chunks(source, make_upscaler(checkpoint, source.num_frames),
-                       plan_chunks(source.num_frames, 6, 2), png_folder(baseline))
+                       plan_chunks(source.num_frames, 6, 2), FrameFolder(baseline))
     assert (stats.computed_chunks, stats.written, stats.peak_buffered) == (0, 0, 0)
 
 
@@ -378,7 +374,7 @@ def test_rank_shares_written_separately_equal_the_one_process_run(baseline: Path
     upscaler = make_upscaler(checkpoint, source.num_frames)
     chunks = plan_chunks(source.num_frames, 6, 2)
     for rank in range(3):
-        run_chunks(source, upscaler, rank_share(chunks, rank, 3), png_folder(tmp_path))
+        run_chunks(source, upscaler, rank_share(chunks, rank, 3), FrameFolder(tmp_path))
     assert frame_bytes(tmp_path) == frame_bytes(baseline)
 
 
@@ -394,9 +390,9 @@ def test_rank_share_of_a_video_skips_to_its_context(lr_frames, checkpoint: Path,
     chunks = plan_chunks(source.num_frames, 4, 1)
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    run_chunks(source, upscaler, chunks, png_folder(tmp_path / "one"))
-    stats = run_chunks(source, upscaler, rank_share(chunks, 1, 2), png_folder(tmp_path / "two"))
-    run_chunks(source, upscaler, rank_share(chunks, 0, 2), png_folder(tmp_path / "two"))
+    run_chunks(source, upscaler, chunks, FrameFolder(tmp_path / "one"))
+    stats = run_chunks(source, upscaler, rank_share(chunks, 1, 2), FrameFolder(tmp_path / "two"))
+    run_chunks(source, upscaler, rank_share(chunks, 0, 2), FrameFolder(tmp_path / "two"))
     assert stats.written == 4 and stats.peak_buffered == 5  # frames [7, 12): chunk [8, 12) and 1 context frame
     assert frame_bytes(tmp_path / "two") == frame_bytes(tmp_path / "one")
 

@@ -6,22 +6,20 @@ this module executes the plan. `infer.py` is only its command line, and validati
 (`vsr_accel.evaluation.restore_clip`) runs the same window restore on a whole clip, so what
 training validates is what inference writes.
 
-Torch-only, like all of `vsr_accel/`: frames come from any object with the `FrameStream` shape
-(`datasets/video_io.py` opens videos and image folders with OpenCV), PNG bytes from an `encode`
-callable handed to `FrameFolder`, and networks from a `NetworkRegistry` (the `models` package).
+Torch-only, like all of `vsr_accel/`: frames come from a `FrameStream` and go to a `FrameSink`
+(`datasets/video_io.py` gives both, with OpenCV), networks from a `NetworkRegistry` (the
+`models` package, passed in by the entry point).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +30,6 @@ from vsr_accel.checkpoint import PARAM_KEYS, load_weights_strict, read_training_
 from vsr_accel.chunking import EDVR_TEST_PADDING, Chunk, SlidingWindow, tile_spans, window_context, window_positions
 from vsr_accel.config import read_yaml
 from vsr_accel.errors import CheckpointError, ConfigError, DataError
-from vsr_accel.fsio import atomic_write_bytes, fsync_dir, remove_stale_temps
 from vsr_accel.metrics import calculate_psnr
 
 # Defaults chosen by measurement (benchmarks/bench_infer_memory.py --fidelity, 128 real frames):
@@ -43,7 +40,6 @@ from vsr_accel.metrics import calculate_psnr
 # extra compute while memory stays bounded by 80 LR frames.
 DEFAULT_CHUNK = 64
 DEFAULT_CONTEXT = 8
-FRAME_NAME = "{:08d}.png"
 
 
 class FrameStream(Protocol):
@@ -54,6 +50,16 @@ class FrameStream(Protocol):
     def open_stream(self) -> tuple[Callable[[], np.ndarray], Callable[[], None], Callable[[], None]]: ...
 
     def frames(self) -> Iterator[np.ndarray]: ...
+
+
+class FrameSink(Protocol):
+    """Where inference writes: `datasets.video_io.FrameFolder` (one PNG per frame index)."""
+
+    def has_all(self, indices: range) -> bool: ...
+
+    def remove_stale_temps(self, indices: Iterable[int]) -> None: ...
+
+    def write(self, indices: range, frames: torch.Tensor) -> int: ...
 
 
 class NetworkRegistry(Protocol):
@@ -275,56 +281,6 @@ class Upscaler:
                                   padding=self.padding, apply=self._tiled)
 
 
-# ----------------------------------------------------------------------------- output
-
-class FrameFolder:
-    """Restored frames as `%08d.png` (0-based frame index) in one folder, each written atomically
-    through `vsr_accel.fsio` (temp file, fsync, rename, the umask's mode); the folder is fsync'd
-    once per chunk, not once per frame. `encode` turns a uint8 RGB (3, H, W) frame into the file's
-    bytes (`datasets.video_io.encode_png`)."""
-
-    def __init__(self, folder: Path, encode: Callable[[torch.Tensor], bytes]):
-        self.folder = Path(folder)
-        self.encode = encode
-
-    def prepare(self) -> None:
-        """Create the folder and prove we can write into it, before any compute is spent."""
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DataError(f"{self.folder}: output folder cannot be created ({exc.strerror or exc})") from None
-        if not self.folder.is_dir():
-            raise DataError(f"{self.folder}: output path exists and is not a folder")
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=self.folder)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as exc:
-            raise DataError(f"{self.folder}: output folder is not writable ({exc.strerror or exc})") from None
-
-    def path(self, index: int) -> Path:
-        return self.folder / FRAME_NAME.format(index)
-
-    def chunk_done(self, chunk: Chunk) -> bool:
-        return all(self.path(i).is_file() for i in range(chunk.start, chunk.stop))
-
-    def remove_stale_temps(self, chunks: Sequence[Chunk]) -> None:
-        """Temp files a killed run left for these chunks' frames (ours alone: no other rank
-        writes them)."""
-        remove_stale_temps(self.folder, [FRAME_NAME.format(i) for c in chunks for i in range(c.start, c.stop)])
-
-    def write_chunk(self, chunk: Chunk, restored: torch.Tensor) -> int:
-        """Write the chunk's frames that do not exist yet; returns how many were written."""
-        written = 0
-        for i, frame in zip(range(chunk.start, chunk.stop), restored):
-            target = self.path(i)
-            if not target.is_file():
-                atomic_write_bytes(target, self.encode(frame), sync_dir=False)
-                written += 1
-        fsync_dir(self.folder)
-        return written
-
-
 # ----------------------------------------------------------------------------- the run
 
 @dataclass
@@ -336,14 +292,14 @@ class RunStats:
     seconds: float = 0.0
 
 
-def run_chunks(source: FrameStream, upscaler: Upscaler, chunks: Sequence[Chunk], output: FrameFolder,
+def run_chunks(source: FrameStream, upscaler: Upscaler, chunks: Sequence[Chunk], output: FrameSink,
                progress: bool = False) -> RunStats:
     """Restore `chunks` (ascending) streaming frames through a window of at most max ctx_size;
     chunks whose frames all exist are skipped without decoding."""
     from tqdm import tqdm
 
     stats = RunStats()
-    output.remove_stale_temps(chunks)
+    output.remove_stale_temps(i for c in chunks for i in range(c.start, c.stop))  # ours alone: our frames
     read_next, skip_next, close = source.open_stream()
     window = SlidingWindow(read_next, skip_next)
     bar = tqdm(total=sum(c.size for c in chunks), unit="frame", disable=not progress, dynamic_ncols=True,
@@ -351,14 +307,14 @@ def run_chunks(source: FrameStream, upscaler: Upscaler, chunks: Sequence[Chunk],
     start_time = time.perf_counter()
     try:
         for chunk in chunks:
-            if output.chunk_done(chunk):
+            if output.has_all(range(chunk.start, chunk.stop)):
                 stats.skipped_chunks += 1
                 bar.update(chunk.size)
                 continue
             frames = window.window(chunk.ctx_start, chunk.ctx_stop)
             restored = upscaler.restore(chunk, frames)
             del frames
-            stats.written += output.write_chunk(chunk, restored)
+            stats.written += output.write(range(chunk.start, chunk.stop), restored)
             stats.computed_chunks += 1
             bar.update(chunk.size)
     finally:
