@@ -1,4 +1,4 @@
-"""Building blocks shared by BasicVSR, SpyNet and EDVR.
+"""Building blocks shared by BasicVSR, BasicVSR++, IconVSR, SpyNet and EDVR.
 
 Every module here keeps BasicSR 1.4.2's parameter names, shapes, initialisation and arithmetic
 order, so BasicSR checkpoints load with strict=True and produce the same numbers.
@@ -104,6 +104,35 @@ def flow_warp(
     return F.grid_sample(x, normalised, mode=interp_mode, padding_mode=padding_mode, align_corners=align_corners)
 
 
+def modulated_deform_conv(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+) -> torch.Tensor:
+    """DCNv2 (`torchvision.ops.deform_conv2d` with a mask), always computed in float32 outside
+    autocast; the result comes back in `x`'s dtype.
+
+    Why float32: torchvision has no bf16/fp16 CPU kernel and no CPU autocast rule, so under CPU
+    autocast a bf16 feature map makes it raise; on CUDA its autocast rule casts to float32
+    anyway. And the offsets are sampling positions in pixels: in bf16 a 20 px displacement is
+    resolved to 1/8 px, which the bilinear sampling turns straight into feature error. Without
+    autocast on float32 tensors every cast here is a no-op, so BasicSR's numbers are unchanged.
+    torchvision is imported on first use, so BasicVSR runs never import it.
+    """
+    from torchvision.ops import deform_conv2d
+
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        out = deform_conv2d(x.float(), offset.float(), weight.float(), None if bias is None else bias.float(),
+                            stride, padding, dilation, mask.float())
+    return out.to(x.dtype)
+
+
 class DCNv2Pack(nn.Module):
     """Modulated deformable convolution (DCNv2) whose offsets and masks come from a second input.
 
@@ -112,8 +141,9 @@ class DCNv2Pack(nn.Module):
     `forward(x, feat)` convolves `x` with offsets computed from `feat`. The offset convolution
     starts at zero, so a fresh pack behaves like a plain convolution until alignment is learnt.
 
-    Runs on `torchvision.ops.deform_conv2d` (CPU and CUDA, no compiled extension). Parameter
-    names match BasicSR's (`weight`, `bias`, `conv_offset.*`).
+    Runs on `torchvision.ops.deform_conv2d` (CPU and CUDA, no compiled extension), in float32
+    even under autocast (`modulated_deform_conv`). Parameter names match BasicSR's (`weight`,
+    `bias`, `conv_offset.*`).
     """
 
     # BasicSR checks the mean offset magnitude on every call; reading it back forces a
@@ -165,15 +195,14 @@ class DCNv2Pack(nn.Module):
         self.conv_offset.bias.zero_()
 
     def forward(self, x: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-        offset_and_mask = self.conv_offset(feat)
+        # Offsets and mask in float32 (a no-op without autocast): see `modulated_deform_conv`.
+        offset_and_mask = self.conv_offset(feat).float()
         offset_a, offset_b, mask_logits = torch.chunk(offset_and_mask, 3, dim=1)
         offset = torch.cat((offset_a, offset_b), dim=1)
         mask = torch.sigmoid(mask_logits)
         self._warn_on_large_offsets(offset)
-        from torchvision.ops import deform_conv2d  # on first use: BasicVSR runs never import torchvision
-
-        return deform_conv2d(
-            x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+        return modulated_deform_conv(x, offset, mask, self.weight, self.bias,
+                                     stride=self.stride, padding=self.padding, dilation=self.dilation)
 
     def _warn_on_large_offsets(self, offset: torch.Tensor) -> None:
         """Offsets that blow up are the usual sign of a diverging EDVR; say so, now and then."""

@@ -89,6 +89,30 @@ class PCDAlignment(nn.Module):
         return self.lrelu(self.cas_dcnpack(feat, offset))
 
 
+def feature_pyramid(owner: nn.Module, feat_l1: torch.Tensor, b: int, t: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Level-1 features (b*t, c, h, w) -> the PCD pyramid (L1, L2, L3), each (b, t, c, h/2**k, w/2**k).
+
+    Uses `owner`'s `conv_l2_1`, `conv_l2_2`, `conv_l3_1`, `conv_l3_2` and `lrelu`: EDVR and
+    IconVSR's keyframe extractor (`models.iconvsr.EDVRFeatureExtractor`) share these BasicSR
+    layer names, so one function serves both and their keys stay BasicSR's.
+    """
+    h, w = feat_l1.shape[-2:]
+    feat_l2 = owner.lrelu(owner.conv_l2_2(owner.lrelu(owner.conv_l2_1(feat_l1))))
+    feat_l3 = owner.lrelu(owner.conv_l3_2(owner.lrelu(owner.conv_l3_1(feat_l2))))
+    return (feat_l1.view(b, t, -1, h, w),
+            feat_l2.view(b, t, -1, h // 2, w // 2),
+            feat_l3.view(b, t, -1, h // 4, w // 4))
+
+
+def align_to_reference(pcd_align: PCDAlignment, pyramid: tuple[torch.Tensor, ...], center: int) -> torch.Tensor:
+    """Every frame's features PCD-aligned to frame `center`'s: (b, t, c, h, w)."""
+    t = pyramid[0].size(1)
+    ref_feat_l = [level[:, center, :, :, :].clone() for level in pyramid]
+    aligned = [pcd_align([level[:, i, :, :, :].clone() for level in pyramid], ref_feat_l) for i in range(t)]
+    return torch.stack(aligned, dim=1)
+
+
 class TSAFusion(nn.Module):
     """Temporal and Spatial Attention fusion of the aligned frames into one feature map.
 
@@ -271,28 +295,18 @@ class EDVR(nn.Module):
         b, t, c, h, w = x.size()
         if self.with_predeblur:
             feat_l1 = self.conv_1x1(self.predeblur(x.view(-1, c, h, w)))
-            if self.hr_in:
-                h, w = h // 4, w // 4
         else:
             feat_l1 = self.lrelu(self.conv_first(x.view(-1, c, h, w)))
-        feat_l1 = self.feature_extraction(feat_l1)
-        feat_l2 = self.lrelu(self.conv_l2_2(self.lrelu(self.conv_l2_1(feat_l1))))
-        feat_l3 = self.lrelu(self.conv_l3_2(self.lrelu(self.conv_l3_1(feat_l2))))
-        return (feat_l1.view(b, t, -1, h, w),
-                feat_l2.view(b, t, -1, h // 2, w // 2),
-                feat_l3.view(b, t, -1, h // 4, w // 4))
+        return feature_pyramid(self, self.feature_extraction(feat_l1), b, t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        b, t = x.shape[:2]
+        b = x.size(0)
         x_center = x[:, self.center_frame_idx, :, :, :].contiguous()
         pyramid = self.extract_pyramid(x)
         h, w = pyramid[0].shape[-2:]
 
-        ref_feat_l = [level[:, self.center_frame_idx, :, :, :].clone() for level in pyramid]
-        aligned = [self.pcd_align([level[:, i, :, :, :].clone() for level in pyramid], ref_feat_l)
-                   for i in range(t)]
-        aligned_feat = torch.stack(aligned, dim=1)  # (b, t, c, h, w)
+        aligned_feat = align_to_reference(self.pcd_align, pyramid, self.center_frame_idx)
         if not self.with_tsa:
             aligned_feat = aligned_feat.view(b, -1, h, w)
         feat = self.fusion(aligned_feat)

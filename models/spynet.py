@@ -146,3 +146,33 @@ class SpyNet(nn.Module):
         flow[:, 0, :, :] *= float(w) / float(w_padded)
         flow[:, 1, :, :] *= float(h) / float(h_padded)
         return flow
+
+
+def is_frozen(spynet: nn.Module) -> bool:
+    """True when no parameter requires grad (the `fix_flow` phase of training)."""
+    return not any(p.requires_grad for p in spynet.parameters())
+
+
+def clip_flows(spynet: SpyNet, frames: torch.Tensor, *, mirrored: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(forward, backward) flows between neighbours of a (b, t, 3, h, w) clip, t >= 2, each
+    (b, t-1, 2, h, w): backward[:, i] warps frame i+1 onto frame i, forward[:, i] warps frame i
+    onto frame i+1 (BasicSR's `flows_backward` / `flows_forward`).
+
+    `mirrored`: the clip is its own time reversal (Vimeo-90K's flipped septuplets), so the
+    forward flows are the backward ones reversed and SpyNet runs once instead of twice.
+
+    With a frozen SpyNet and an input that needs no gradient the flows are computed under
+    `torch.no_grad()`: the same values, without autograd's bookkeeping (nothing would be
+    recorded anyway). An input that requires grad keeps its flow gradients.
+    """
+    b, t, c, h, w = frames.size()
+    earlier = frames[:, :-1, :, :, :].reshape(-1, c, h, w)
+    later = frames[:, 1:, :, :, :].reshape(-1, c, h, w)
+    track_grad = torch.is_grad_enabled() and (frames.requires_grad or not is_frozen(spynet))
+    with torch.set_grad_enabled(track_grad):
+        flows_backward = spynet(earlier, later).view(b, t - 1, 2, h, w)
+        if mirrored:
+            flows_forward = flows_backward.flip(1)
+        else:
+            flows_forward = spynet(later, earlier).view(b, t - 1, 2, h, w)
+    return flows_forward, flows_backward
