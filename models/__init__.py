@@ -1,6 +1,7 @@
 """Network registry: `build_network({"type": "BasicVSRM", **kwargs})`.
 
-An explicit dict of the networks the paper trains; nothing is discovered by scanning. Option
+An explicit dict of the networks the paper trains (BasicVSR, BasicVSR-M, EDVR, EDVR-M) and of
+the ones VSR papers compare against today (BasicVSR++, IconVSR); nothing is discovered by scanning. Option
 mistakes (unknown type, misspelt argument, wrong value type, impossible value) raise one-line
 ConfigErrors that name the option key, e.g. `network_g.num_blocks: unknown argument ... (did
 you mean 'num_block'?)`.
@@ -11,7 +12,7 @@ import difflib
 import inspect
 import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +20,25 @@ from torch import nn
 
 from models.arch_util import InvalidArgument
 from models.basicvsr import BASICVSR_M_DEFAULTS, BasicVSR
+from models.basicvsrpp import BasicVSRPlusPlus
 from models.edvr import EDVR, EDVR_M_DEFAULTS
+from models.iconvsr import IconVSR
 from vsr_accel.errors import ConfigError
 
-__all__ = ["build_network", "network_arguments", "is_recurrent", "required_multiple", "NETWORKS", "BasicVSR", "EDVR"]
+__all__ = ["build_network", "network_arguments", "is_recurrent", "required_multiple", "NETWORKS", "BasicVSR",
+           "BasicVSRPlusPlus", "EDVR", "IconVSR"]
+
+
+def _never_hr_input(arguments: Mapping[str, Any]) -> bool:
+    return False
+
+
+def _edvr_hr_input(arguments: Mapping[str, Any]) -> bool:
+    return bool(arguments.get("hr_in", False))
+
+
+def _basicvsrpp_hr_input(arguments: Mapping[str, Any]) -> bool:
+    return not arguments.get("is_low_res_input", True)
 
 
 @dataclass(frozen=True)
@@ -31,15 +47,22 @@ class NetworkEntry:
 
     cls: type[nn.Module]
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    # LR crop sides must be multiples of this (EDVR's PCD pyramid halves them twice).
+    # LR crop sides must be multiples of this (EDVR's PCD pyramid halves them twice). IconVSR's
+    # keyframe extractor has the same pyramid but reflect-pads frames itself, as BasicSR's does,
+    # so any crop fits it (and infer.py pads nothing that would change its numbers).
     crop_multiple: int = 1
+    # Whether these arguments make the network take HR-size input that it brings down to the
+    # working resolution with two stride-2 stages: the input sides then need 4x the multiple.
+    hr_input: Callable[[Mapping[str, Any]], bool] = _never_hr_input
 
 
 NETWORKS: dict[str, NetworkEntry] = {
     "BasicVSR": NetworkEntry(BasicVSR),
     "BasicVSRM": NetworkEntry(BasicVSR, BASICVSR_M_DEFAULTS),
-    "EDVR": NetworkEntry(EDVR, crop_multiple=4),
-    "EDVRM": NetworkEntry(EDVR, EDVR_M_DEFAULTS, crop_multiple=4),
+    "BasicVSRPlusPlus": NetworkEntry(BasicVSRPlusPlus, hr_input=_basicvsrpp_hr_input),
+    "EDVR": NetworkEntry(EDVR, crop_multiple=4, hr_input=_edvr_hr_input),
+    "EDVRM": NetworkEntry(EDVR, EDVR_M_DEFAULTS, crop_multiple=4, hr_input=_edvr_hr_input),
+    "IconVSR": NetworkEntry(IconVSR),
 }
 
 
@@ -113,6 +136,8 @@ def build_network(spec: Mapping[str, Any], key: str = "network_g") -> nn.Module:
     """Instantiate `spec["type"]` with the other entries as keyword arguments.
 
     Presets (BasicVSRM, EDVRM) apply their defaults first, so any argument can be overridden.
+    BasicSR checkpoints of every registered network load with strict=True; MMagic BasicVSR++
+    checkpoints after `models.convert.to_basicsr_keys`.
     `key` is the option path used in error messages (`network_g`, ...). A SpyNet checkpoint
     that cannot be read raises CheckpointError from the constructor, naming the file.
     """
@@ -145,7 +170,8 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 def is_recurrent(module: nn.Module) -> bool:
     """True when the network restores every frame of the clip (output (b, t, 3, 4h, 4w), as
-    BasicVSR); False for sliding-window networks that restore the centre frame (EDVR)."""
+    BasicVSR, BasicVSR++ and IconVSR); False for sliding-window networks that restore the
+    centre frame (EDVR)."""
     network = _unwrap(module)
     recurrent = getattr(type(network), "recurrent", None)
     if not isinstance(recurrent, bool):
@@ -154,12 +180,12 @@ def is_recurrent(module: nn.Module) -> bool:
 
 
 def required_multiple(network: str | Mapping[str, Any]) -> int:
-    """The LR crop's sides must be multiples of this: 4 for EDVR (16 with `hr_in`), 1 for BasicVSR.
+    """The LR crop's sides must be multiples of this: 4 for EDVR (16 with `hr_in`), 4 for
+    BasicVSR++ with `is_low_res_input: false`, 1 for BasicVSR, BasicVSR++ and IconVSR.
 
-    Accepts a type name or a whole `network_g` spec (which can switch on EDVR's `hr_in`).
+    Accepts a type name or a whole `network_g` spec (which can switch on the HR-input options).
     """
     spec: Mapping[str, Any] = {"type": network} if isinstance(network, str) else network
     entry = _entry(spec.get("type"), "network_g")
-    hr_in = {**entry.defaults, **spec}.get("hr_in", False)
-    return entry.crop_multiple * (4 if hr_in else 1)
+    return entry.crop_multiple * (4 if entry.hr_input({**entry.defaults, **spec}) else 1)
 
