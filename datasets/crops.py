@@ -64,13 +64,15 @@ def read_aligned_window(*, lq_store: FrameStore, gt_store: FrameStore, lq_keys: 
 def crop_stack(store: FrameStore, keys: Sequence[str], origin: tuple[int, int], crop_hw: tuple[int, int],
                frame_hw: tuple[int, int], size_error, decoded: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """(len(keys), 3, h, w) RGB uint8: the crop at `origin` of each key's frame, every frame
-    checked to be `frame_hw` (else `size_error(key, hw)` is raised)."""
+    checked to be `frame_hw` (else `size_error(key, hw)` is raised). From a raw store this is a
+    read-only view into its map (`RawFrames.crop_view`): pass it through
+    `transforms.augment_planar`, which always returns a fresh array."""
     top, left = origin
     hw = store.frame_hw(keys[0])
     if hw is not None:  # crop-addressable (raw): one clip's frames share one size
         if tuple(hw) != tuple(frame_hw):
             raise size_error(keys[0], hw)
-        return store.read_crops(keys, top, left, crop_hw)
+        return store.crop_view(keys, top, left, crop_hw)  # read when augment_planar copies it
     out = np.empty((len(keys), 3, *crop_hw), np.uint8)
     seen: dict[str, int] = {}
     for i, key in enumerate(keys):

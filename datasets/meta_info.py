@@ -112,6 +112,14 @@ def clips_from_lmdb(path: Path) -> list[ClipInfo]:
     return [ClipInfo(name, count, shapes[name]) for name, count in counts.items()]
 
 
+def store_frames_by_clip(store) -> dict[str, list[str]]:
+    """Frame names per clip of an LMDB or raw store, in store order (whole-clip test sets list
+    their frames this way; a folder tree is listed from its folders instead)."""
+    if isinstance(store, RawFrames):
+        return store.frames_by_clip()
+    return lmdb_frames_by_clip(Path(store.location))
+
+
 def clips_from_raw_store(store: RawFrames) -> list[ClipInfo]:
     """Clips of a raw store with their frame counts and frame shapes (from its meta.json)."""
     return [ClipInfo(clip.name, len(clip.frames), (clip.height, clip.width, 3)) for clip in store.clips()]

@@ -235,6 +235,22 @@ class RawFrames:
             raise DataError(f"{self.root}: frame '{key}' is not in the raw store ({self.root / META_NAME})")
         return entry, position
 
+    def _window_positions(self, keys: Sequence[str]) -> tuple[_IndexedClip, list[int] | None]:
+        """The first key's clip and every key's frame position, when all keys are frames of that
+        clip (one prefix, parsed once: a training window); positions None otherwise."""
+        first, _ = self._locate(keys[0])
+        prefix = f"{first.clip.name}/"
+        cut = len(prefix)
+        position = first.position
+        try:
+            if all(key.startswith(prefix) for key in keys):
+                return first, [position[key[cut:]] for key in keys]
+        except KeyError:
+            pass
+        for key in keys:
+            self._locate(key)  # a missing frame: raise naming it
+        return first, None
+
     def describe(self, key: str) -> str:
         clip = key.rpartition("/")[0]
         return f"frame '{key}' in {clip_data_path(self.root, clip) if clip else self.root}"
@@ -273,25 +289,31 @@ class RawFrames:
         return np.array(self.clip_array(entry.clip)[position])
 
     def read_crops(self, keys: Sequence[str], top: int, left: int, crop_hw: tuple[int, int]) -> np.ndarray:
-        """(len(keys), 3, h, w) RGB uint8: the same window of every key's frame, copied straight
-        from the map (rows `top..top+h` only). Keys of one clip (a training window) are one
-        numpy copy; keys may repeat (Vimeo's flipped sequences)."""
+        """(len(keys), 3, h, w) RGB uint8: the same window of every key's frame, a compact copy."""
+        return np.array(self.crop_view(keys, top, left, crop_hw), order="C", copy=True)
+
+    def crop_view(self, keys: Sequence[str], top: int, left: int, crop_hw: tuple[int, int]) -> np.ndarray:
+        """(len(keys), 3, h, w) RGB uint8, the same window of every key's frame, read-only: a
+        strided view into the map when the keys are one clip's frames at a constant step (a
+        training window, forwards or reversed), else a copy (Vimeo's flipped sequences repeat
+        frames). Nothing is read until the caller copies it: `transforms.augment_planar` does
+        that while flipping, so a crop crosses memory once. Only rows `top..top+h` are touched."""
         h, w = crop_hw
-        entries = [self._locate(key) for key in keys]
-        first = entries[0][0]
-        rows, cols = slice(top, top + h), slice(left, left + w)
+        first, positions = self._window_positions(keys)
         if top < 0 or left < 0 or top + h > first.clip.height or left + w > first.clip.width:
             raise DataError(f"{self.describe(keys[0])}: crop {h}x{w} at ({top}, {left}) does not fit the "
                             f"{first.clip.height}x{first.clip.width} frame")
-        if all(entry is first for entry, _ in entries):
-            positions = [p for _, p in entries]
+        rows, cols = slice(top, top + h), slice(left, left + w)
+        if positions is not None:
             array = self.clip_array(first.clip)
-            start, stop = positions[0], positions[-1] + 1
-            if positions == list(range(start, stop)):
-                return np.ascontiguousarray(array[start:stop, :, rows, cols])
-            return array[positions, :, rows, cols]  # fancy index: already a compact copy
+            step = positions[1] - positions[0] if len(positions) > 1 else 1
+            if step and all(b - a == step for a, b in zip(positions, positions[1:])):
+                stop = positions[-1] + (1 if step > 0 else -1)
+                return array[positions[0]:stop if stop >= 0 else None:step, :, rows, cols]
+            return array[positions, :, rows, cols]  # fancy index: a compact copy
         out = np.empty((len(keys), 3, h, w), np.uint8)
-        for i, (key, (entry, position)) in enumerate(zip(keys, entries)):
+        for i, key in enumerate(keys):
+            entry, position = self._locate(key)
             if (entry.clip.height, entry.clip.width) != (first.clip.height, first.clip.width):
                 raise DataError(f"{self.describe(key)} is {entry.clip.height}x{entry.clip.width}, but "
                                 f"{self.describe(keys[0])} is {first.clip.height}x{first.clip.width}")

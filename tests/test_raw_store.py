@@ -21,7 +21,7 @@ import torch
 from datasets import REDSRecurrentDataset, Vimeo90KRecurrentDataset, Vimeo90KTestDataset, build_dataset
 from datasets.footage import footage_path, read_video
 from datasets.io import bgr_uint8_to_rgb_float, open_store
-from datasets.meta_info import lmdb_frames_by_clip
+from datasets.meta_info import lmdb_frames_by_clip, store_frames_by_clip
 from datasets.raw_store import META_NAME, RawFrames, clip_data_path
 from datasets.transforms import augment, augment_planar, crop, draw_augmentation, random_crop_origin
 from datasets.window import item_rng
@@ -92,7 +92,8 @@ def test_round_trip_from_folders_and_lmdb_is_bit_exact(footage_tree, tmp_path):
         store = open_store("raw", "dataroot_gt", tmp_path / name)
         assert isinstance(store, RawFrames)
         assert store.frames_by_clip() == {"000": [f"{i:08d}" for i in range(4)], "001": [f"{i:08d}" for i in range(3)]}
-        assert store.frames_by_clip() == lmdb_frames_by_clip(lmdb)
+        assert store.frames_by_clip() == lmdb_frames_by_clip(lmdb) == store_frames_by_clip(store)
+        assert store_frames_by_clip(open_store("lmdb", "x", lmdb)) == lmdb_frames_by_clip(lmdb)
         for clip, frames in store.frames_by_clip().items():
             for frame in frames:
                 key = f"{clip}/{frame}"
@@ -185,12 +186,19 @@ def test_edvr_centre_frame_and_vimeo_from_the_three_backends(reds_sets, tmp_path
 
 
 def old_float_sample(dataset: REDSRecurrentDataset, item: tuple) -> dict:
-    """The samples as the datasets computed them before uint8 on the wire: decode, crop, augment
-    the BGR stacks, then numpy's astype(float32) / 255 with the BGR->RGB swap."""
+    """The samples as the datasets computed them before uint8 on the wire (the same draws, in
+    the same order, with rng.choice for the interval): decode, crop, augment the BGR stacks,
+    then numpy's astype(float32) / 255 with the BGR->RGB swap."""
     index, lr_crop, num_frames, seed = item
     rng = item_rng(seed)
     clip = dataset.clips[index]
-    keys = [dataset.frame_key(clip.name, f) for f in dataset._window(rng, clip, num_frames)]
+    fitting = [i for i in dataset.interval_list if (num_frames - 1) * i < clip.num_frames]
+    interval = int(rng.choice(fitting))
+    start = int(rng.integers(0, clip.num_frames - (num_frames - 1) * interval))
+    frames = list(range(start, start + num_frames * interval, interval))
+    if dataset.random_reverse and rng.random() < 0.5:
+        frames.reverse()
+    keys = [dataset.frame_key(clip.name, f) for f in frames]
     lq_frames = [dataset.lq_store.read(k) for k in keys]
     gt_frames = [dataset.gt_store.read(k) for k in keys]
     top, left = random_crop_origin(rng, lq_frames[0].shape[:2], (lr_crop, lr_crop))
@@ -198,7 +206,7 @@ def old_float_sample(dataset: REDSRecurrentDataset, item: tuple) -> dict:
     gt = np.stack([crop(f, 4 * top, 4 * left, (4 * lr_crop, 4 * lr_crop)) for f in gt_frames])
     flips = draw_augmentation(rng, dataset.use_hflip, dataset.use_rot)
     return {"lq": torch.from_numpy(bgr_uint8_to_rgb_float(augment(lq, *flips))),
-            "gt": torch.from_numpy(bgr_uint8_to_rgb_float(augment(gt, *flips)))}
+            "gt": torch.from_numpy(bgr_uint8_to_rgb_float(augment(gt, *flips))), "interval": interval}
 
 
 def test_device_conversion_gives_the_old_float32_values(footage_tree, tmp_path):
@@ -207,15 +215,20 @@ def test_device_conversion_gives_the_old_float32_values(footage_tree, tmp_path):
         small = cv2.resize(cv2.imread(str(path)), (24, 18), interpolation=cv2.INTER_AREA)
         (lq_root / path.parent.name).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(lq_root / path.parent.name / path.name), small)
-    disk = {"dataroot_gt": str(footage_tree), "dataroot_lq": str(lq_root), "val_partition": None}
+    disk = {"dataroot_gt": str(footage_tree), "dataroot_lq": str(lq_root), "val_partition": None,
+            "interval_list": [1, 2], "random_reverse": True}
+    reference = REDSRecurrentDataset(**disk)
+    intervals = set()
     for kwargs in (disk, to_raw(disk, tmp_path)):
         dataset = REDSRecurrentDataset(**kwargs)
-        items = [(s % 2, 8, 3, s) for s in range(16)]
+        items = [(s % 2, 8, 2, s) for s in range(24)]
         batches = [{"lq": dataset[item]["lq"][None], "gt": dataset[item]["gt"][None], "key": ["k"]} for item in items]
         for item, batch in zip(items, DevicePrefetcher(batches, "cpu")):
-            old = old_float_sample(REDSRecurrentDataset(**disk), item)
+            old = old_float_sample(reference, item)
+            intervals.add(old["interval"])
             assert batch["lq"].dtype == torch.float32 and batch["key"] == ["k"]
             assert torch.equal(batch["lq"][0], old["lq"]) and torch.equal(batch["gt"][0], old["gt"])
+    assert intervals == {1, 2}  # the interval draw is exercised (rng.choice before, integers now)
 
 
 def test_uint8_to_unit_float_is_numpy_exact():
