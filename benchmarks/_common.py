@@ -1,4 +1,5 @@
-"""What the benchmarks share: the training step they time, FLOP counting, interleaved timing,
+"""What the benchmarks share: the training step they time (`vsr_accel.step.TrainStep`, the one
+train.py runs, built here from a set of speed switches), FLOP counting, interleaved timing,
 machine description and the Markdown report.
 
 The machine these run on is shared and noisy, so every comparison is timed *interleaved*
@@ -27,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from vsr_accel.layout import channels_last_clip, cpu_supports_bf16  # noqa: E402,F401  (re-exported to the benches)
+from vsr_accel.speed import AMP_DTYPES, SpeedSettings, apply_layout, channels_last_clip, cpu_supports_bf16  # noqa: E402,F401
+from vsr_accel.step import TrainStep, build_optimizer, set_lr  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 THREADS = 2  # the brief's machine: 2 cores; timings are for exactly this many intra-op threads
@@ -85,58 +87,36 @@ def build_model(spec: Mapping[str, Any] = BASICVSR_M, seed: int = 0, device: str
         return models.build_network(dict(spec)).train()
 
 
-def flow_param_groups(model: torch.nn.Module, lr: float = ADAM_LR, flow_lr_mul: float = FLOW_LR_MUL) -> list[dict]:
-    """BasicSR's VideoRecurrentModel groups: everything, then SpyNet at lr * flow_lr_mul."""
-    normal = [p for n, p in model.named_parameters() if "spynet" not in n]
-    flow = [p for n, p in model.named_parameters() if "spynet" in n]
-    return [{"params": normal, "lr": lr}, {"params": flow, "lr": lr * flow_lr_mul}]
+ADAM_KINDS = {"default": dict(fused=False), "foreach": dict(foreach=True), "forloop": dict(foreach=False),
+              "fused": dict(fused=True)}
+"""`StepOptions.adam` -> build_optimizer's arguments; 'default' is torch's own pick (the for-loop
+kernel on CPU), which is what BasicSR gets."""
 
 
 def make_adam(model: torch.nn.Module, kind: str) -> torch.optim.Optimizer:
-    kwargs: dict[str, Any] = {"betas": ADAM_BETAS, "eps": 1e-8, "weight_decay": 0}
-    if kind == "fused":
-        kwargs["fused"] = True
-    elif kind == "foreach":
-        kwargs["foreach"] = True
-    elif kind == "forloop":
-        kwargs["foreach"] = False
-    elif kind != "default":
+    """train.py's optimizer (BasicSR's groups: SpyNet at lr x 0.125) with the chosen Adam kernel."""
+    if kind not in ADAM_KINDS:
         raise ValueError(f"unknown Adam kind {kind!r}")
-    return torch.optim.Adam(flow_param_groups(model), lr=ADAM_LR, **kwargs)
+    optimizer = build_optimizer(model, lr=ADAM_LR, betas=ADAM_BETAS, flow_lr_mul=FLOW_LR_MUL, **ADAM_KINDS[kind])
+    set_lr(optimizer, lambda mul: ADAM_LR * mul)
+    return optimizer
 
 
-class TrainStep:
-    """One optimisation step of a video SR network: zero grads, forward under the chosen
-    precision, Charbonnier loss against `gt` in fp32, backward, Adam. Returns the loss tensor
-    and never reads it back (no host sync), like train.py."""
+def make_step(model: torch.nn.Module, options: StepOptions, loss: torch.nn.Module | None = None) -> TrainStep:
+    """The trainer's step (`vsr_accel.step.TrainStep`) with these speed switches: zero grads,
+    forward and Charbonnier loss under the chosen precision, backward, Adam. Like train.py it
+    never reads the loss back (no host sync). Call it as `step(*step.prepare(lq, gt))`."""
+    from vsr_accel.losses import CharbonnierLoss
 
-    def __init__(self, model: torch.nn.Module, options: StepOptions, loss: torch.nn.Module | None = None) -> None:
-        from vsr_accel.losses import CharbonnierLoss
-
-        self.options = options
-        if options.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if hasattr(model, "set_activation_checkpointing"):
-            model.set_activation_checkpointing(options.checkpoint)
-        elif options.checkpoint:
-            raise ValueError(f"{type(model).__name__} has no activation checkpointing")
-        self.model = model
-        self.optimizer = make_adam(model, options.adam)
-        self.net = torch.compile(model, dynamic=False) if options.compile else model
-        self.loss = loss if loss is not None else CharbonnierLoss()
-        self.amp_dtype = {"bf16": torch.bfloat16, "none": None}[options.amp]
-
-    def prepare(self, lq: torch.Tensor) -> torch.Tensor:
-        return channels_last_clip(lq) if self.options.channels_last else lq
-
-    def __call__(self, lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
-            out = self.net(lq)
-        loss = self.loss(out.float(), gt)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
+    amp_dtype = AMP_DTYPES.get(options.amp)
+    model = apply_layout(model, SpeedSettings(options.channels_last, amp_dtype))
+    if hasattr(model, "set_activation_checkpointing"):
+        model.set_activation_checkpointing(options.checkpoint)
+    elif options.checkpoint:
+        raise ValueError(f"{type(model).__name__} has no activation checkpointing")
+    net = torch.compile(model, dynamic=False) if options.compile else model
+    return TrainStep(model, make_adam(model, options.adam), loss if loss is not None else CharbonnierLoss(),
+                     amp_dtype=amp_dtype, channels_last=options.channels_last, net=net)
 
 
 def clip_batch(batch: int, frames: int, crop: int, scale: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

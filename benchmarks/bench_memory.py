@@ -38,18 +38,18 @@ CHILD = r"""
 import json, re, sys, time
 sys.path.insert(0, sys.argv[1])
 import torch
-from benchmarks._common import StepOptions, TrainStep, build_model, clip_batch, setup
+from benchmarks._common import StepOptions, build_model, clip_batch, make_step, setup
 setup()
 cfg = json.loads(sys.argv[2])
 
 def status(field):
     return int(re.search(field + r":\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
 
-step = TrainStep(build_model(), StepOptions(**cfg["options"]))
+step = make_step(build_model(), StepOptions(**cfg["options"]))
 if cfg["trunk_only"]:
     step.model.set_activation_checkpointing(cfg["options"]["checkpoint"], upsampling=False)
 lq, gt = clip_batch(cfg["batch"], cfg["frames"], cfg["crop"])
-lq = step.prepare(lq)
+lq, gt = step.prepare(lq, gt)
 before = status("VmRSS")
 with open("/proc/self/clear_refs", "w") as handle:
     handle.write("5")  # reset VmHWM to the current RSS

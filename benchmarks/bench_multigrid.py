@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import (BASICVSR_M, OPTIMISED, UNOPTIMISED, Report, TrainStep, build_model,  # noqa: E402
+from benchmarks._common import (BASICVSR_M, OPTIMISED, UNOPTIMISED, Report, build_model, make_step,  # noqa: E402
                                 clip_batch, interleaved, setup, spread, training_flops)
 from vsr_accel.curriculum import Schedule, build_schedule  # noqa: E402
 
@@ -69,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     shapes = shapes_of(schedule)
     flops = {shape: float(training_flops(BASICVSR_M, shape[2], shape[1], shape[0])) for shape in shapes}
 
-    step = TrainStep(build_model(), options)
+    step = make_step(build_model(), options)
     inputs = {}
     for crop, frames, batch in shapes:
         lq, gt = clip_batch(batch, frames, crop)
-        inputs[(crop, frames, batch)] = (step.prepare(lq), gt)
+        inputs[(crop, frames, batch)] = step.prepare(lq, gt)
     runs = {f"{c}&{f}": (lambda x=inputs[(c, f, b)]: step(*x)) for c, f, b in shapes}
     times = interleaved(runs, rounds=args.rounds, warmup=args.warmup)
     seconds = {shape: times.median(f"{shape[0]}&{shape[1]}") for shape in shapes}

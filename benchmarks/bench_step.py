@@ -36,7 +36,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (OPTIMISED, UNOPTIMISED, Report, StepOptions, Timings, TrainStep,  # noqa: E402
-                                build_model, clip_batch, cpu_supports_bf16, interleaved, make_adam, setup, spread)
+                                build_model, clip_batch, cpu_supports_bf16, interleaved, make_adam, make_step, setup,
+                                spread)
 
 DEFAULT_REF_DIRS = ("/tmp/ref/basicsr-fixed-1.4.2",)
 
@@ -102,9 +103,9 @@ class BasicSRStep:
 # ---------------------------------------------------------------------------------------------
 def timed_pair(steps: dict, batch: int, frames: int, crop: int, rounds: int, warmup: int) -> Timings:
     lq, gt = clip_batch(batch, frames, crop)
-    inputs = {name: step.prepare(lq) for name, step in steps.items()}
+    inputs = {name: step.prepare(lq, gt) for name, step in steps.items()}
     print(f"{crop}x{crop}x{frames} (batch {batch}): timing {', '.join(steps)}", file=sys.stderr, flush=True)
-    return interleaved({name: (lambda s=step, x=inputs[name]: s(x, gt)) for name, step in steps.items()},
+    return interleaved({name: (lambda s=step, x=inputs[name]: s(*x)) for name, step in steps.items()},
                        rounds=rounds, warmup=warmup)
 
 
@@ -115,10 +116,10 @@ def first_step_losses(steps: dict, batch: int, frames: int, crop: int) -> dict[s
     for name, step in steps.items():
         with torch.no_grad():
             model = step.model
-            if isinstance(step, TrainStep):
+            if isinstance(step, TrainStep):  # the trainer's loss: computed inside autocast
+                x, y = step.prepare(lq, gt)
                 with torch.autocast("cpu", dtype=step.amp_dtype or torch.bfloat16, enabled=step.amp_dtype is not None):
-                    out = model(step.prepare(lq))
-                losses[name] = float(step.loss(out.float(), gt))
+                    losses[name] = float(step.criterion(model(x), y))
             else:
                 losses[name] = float(step.loss(model(lq), gt))
     return losses
@@ -138,8 +139,8 @@ def compare(report: Report, shapes: list[tuple[int, int]], batch: int, rounds: i
         else:
             unopt_model = build_model()
             unopt_model.load_state_dict(weights)
-            other_name, other = "ours (unoptimised)", TrainStep(unopt_model, UNOPTIMISED)
-        steps = {other_name: other, "ours": TrainStep(ours_model, ours)}
+            other_name, other = "ours (unoptimised)", make_step(unopt_model, UNOPTIMISED)
+        steps = {other_name: other, "ours": make_step(ours_model, ours)}
         losses = first_step_losses(steps, batch, frames, crop)
         times = timed_pair(steps, batch, frames, crop, rounds, warmup)
         t_other, t_ours = times.median(other_name), times.median("ours")
@@ -189,15 +190,15 @@ def sweep(report: Report, crop: int, frames: int, batch: int, rounds: int, warmu
         if weights is None:
             weights = model.state_dict()
         model.load_state_dict(weights)
-        steps[name] = TrainStep(model, options)
+        steps[name] = make_step(model, options)
     lq, gt = clip_batch(batch, frames, crop)
     losses = first_step_losses(steps, batch, frames, crop)  # before any step changes the weights
     if with_compile:  # first call = trace + compile for this shape; timed apart
         step = steps["all of the above + torch.compile"]
         start = time.perf_counter()
-        step(step.prepare(lq), gt)
+        step(*step.prepare(lq, gt))
         first_compile_s = time.perf_counter() - start
-    times = interleaved({n: (lambda s=s: s(s.prepare(lq), gt)) for n, s in steps.items()}, rounds=rounds, warmup=warmup)
+    times = interleaved({n: (lambda s=s: s(*s.prepare(lq, gt))) for n, s in steps.items()}, rounds=rounds, warmup=warmup)
     base_name = next(iter(configs))
     rows = []
     for name in configs:

@@ -4,9 +4,8 @@ finished, resume what was interrupted, evaluate, and record every attempt's wall
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
-import os
+import runpy
 import shlex
 import signal
 import subprocess
@@ -18,12 +17,11 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-import models
-import train
 from experiments.definitions import REPO, display_path
 from experiments.resolve import ResolvedVariant, SweepSettings
 from vsr_accel import checkpoint as ckpt
 from vsr_accel.errors import CheckpointError
+from vsr_accel.fsio import atomic_write_text
 
 
 
@@ -119,22 +117,24 @@ def run_subprocess(command: list[str], log_file: Path, echo: Callable[[str], Non
             raise
 
 
-def train_in_process(command: list[str]) -> int:
-    """`train.main` in this process (tests, debugging): one device only. The trainer installs its
-    own SIGINT/SIGTERM handlers; they are put back afterwards so Ctrl-C still stops the runner."""
+def run_entry_script(script: Path, argv: list[str]) -> int:
+    """An entry script's `main(argv)` in this process (tests, debugging), one device only. The
+    script is executed, not imported as a library (`runpy`, under a name other than __main__);
+    the signal handlers it installs are put back afterwards so Ctrl-C still stops the runner."""
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return train.main(command[2:])  # drop the interpreter and train.py's path
+        return runpy.run_path(str(script), run_name="vsr_accel_entry_script")["main"](argv)
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
 
 
+def train_in_process(command: list[str]) -> int:
+    return run_entry_script(REPO / "train.py", command[2:])  # drop the interpreter and train.py's path
+
+
 def evaluate_in_process(command: list[str]) -> int:
-    spec = importlib.util.spec_from_file_location("vsr_accel_evaluate_script", REPO / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(command[2:])
+    return run_entry_script(REPO / "scripts" / "evaluate.py", command[2:])
 
 
 def read_record(run_dir: Path) -> dict[str, Any]:
@@ -154,9 +154,7 @@ def add_attempt(run_dir: Path, kind: str, command: list[str], started: float, se
     record.setdefault(kind, []).append({
         "started": datetime.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3), "returncode": rc, "command": shlex.join(command)})
-    tmp = run_dir / "ablation_record.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, run_dir / "ablation_record.json")
+    atomic_write_text(run_dir / "ablation_record.json", json.dumps(record, indent=2))
 
 
 def total_train_wall(run_dir: Path) -> float | None:
@@ -194,7 +192,7 @@ class Runner:
         trained = evaluated = False
         if status in ("new", "partial"):
             rv.run_dir.mkdir(parents=True, exist_ok=True)
-            rv.options_path.write_text(yaml.safe_dump(rv.options, sort_keys=False))
+            atomic_write_text(rv.options_path, yaml.safe_dump(rv.options, sort_keys=False))
             command = train_command(rv, self.settings.device)
             verb = "resuming" if status == "partial" else "training"
             self.log.info(f"{verb} {name} -> {display_path(rv.run_dir)} ({rv.total_iter} iterations, "

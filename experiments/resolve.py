@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import yaml
 
 import models
-import train
 from experiments.definitions import ScaleSpec, SectionSpec, TableSpec, VariantSpec, display_path, pick
+from vsr_accel import recipe
 from vsr_accel.config import apply_overrides, read_yaml
 from vsr_accel.curriculum import Schedule
 from vsr_accel.errors import ConfigError
@@ -156,7 +156,7 @@ def _resolve(table: TableSpec, section: SectionSpec, variant: VariantSpec, scale
     set_key(data, "path.experiments_root", str(settings.runs_root))
     opt = dataclasses.replace(opt, name=slug,
                               path=dataclasses.replace(opt.path, experiments_root=str(settings.runs_root)))
-    lr_schedule = train.build_lr_schedule(opt, schedule, world)
+    lr_schedule = recipe.build_lr_schedule(opt, schedule, world)
     plan = plan_dict(schedule, lr_schedule, scale=opt.scale, world_size=world, grad_accum=opt.train.grad_accum)
     return ResolvedVariant(table=table, section=section, variant=variant, options=data, opt=opt, schedule=schedule,
                            lr_schedule=lr_schedule, plan=plan, world_size=world, minibatch=minibatch,
@@ -194,7 +194,7 @@ def _with_iterations(data: dict[str, Any], iters: int, scale: ScaleSpec, variant
     if settings.overrides:
         apply_overrides(data, settings.overrides)
     opt = _validate(data, scratch / "check.yml")
-    schedule = train.build_curriculum(opt, max_frames=None, crop_multiple=models.required_multiple(opt.network_g))
+    schedule = recipe.build_curriculum(opt, crop_multiple=models.required_multiple(opt.network_g))
     return opt, schedule
 
 

@@ -38,7 +38,6 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-import train
 from experiments import plots, tables
 # The runner's pieces live in definitions / resolve / launch; the names below are also this
 # module's API (tests and users import them from experiments.run).

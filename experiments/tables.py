@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from vsr_accel.fsio import atomic_write_text
+
 
 @dataclass(frozen=True)
 class Row:
@@ -233,6 +235,6 @@ def write_table(directory: Path, stem: str, title: str, header: Sequence[str],
     """`<stem>.md` and `<stem>.csv` in `directory`; returns their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     md_path, csv_path = directory / f"{stem}.md", directory / f"{stem}.csv"
-    md_path.write_text(markdown(title, header, sections, notes))
-    csv_path.write_text(csv_text(header, sections))
+    atomic_write_text(md_path, markdown(title, header, sections, notes))
+    atomic_write_text(csv_path, csv_text(header, sections))
     return md_path, csv_path

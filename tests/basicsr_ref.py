@@ -46,7 +46,7 @@ def _install_stubs(root: Path) -> None:
     pkg = root / "basicsr"
     top = _namespace("basicsr", pkg)
     top._vsr_stub = True
-    for sub in ("archs", "metrics", "ops", "utils"):
+    for sub in ("archs", "metrics", "ops", "utils", "models"):
         _namespace(f"basicsr.{sub}", pkg / sub)
     utils = sys.modules["basicsr.utils"]
     color_util = importlib.import_module("basicsr.utils.color_util")

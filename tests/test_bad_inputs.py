@@ -27,6 +27,7 @@ import torch
 import train
 from datasets.io import LmdbWriter
 from tests.conftest import make_reds_like, tiny_options, write_options
+from vsr_accel.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -357,7 +358,7 @@ def test_matrix_is_large_enough():
 def test_debug_shows_the_traceback(tiny_reds, tmp_path):
     options = base_options(tiny_reds, tmp_path / "exp")
     options["train"]["total_iter"] = "many"
-    with pytest.raises(train.ConfigError, match="train.total_iter"):
+    with pytest.raises(ConfigError, match="train.total_iter"):
         train.main(["-opt", write_options(tmp_path / "o.yml", options), "--debug"])
 
 

@@ -181,3 +181,57 @@ def test_bad_lr_options_are_one_line_config_errors(kwargs, fragments):
 def test_warmup_iter_minus_one_means_none():
     schedule = build_schedule("none", 10, 64, 15, 4)
     assert LRSchedule(schedule, base_lr=1.0, base_batch=None, warmup_iter=-1).lr_at(0) == 1.0
+
+
+# -- BasicSR's CosineAnnealingRestartLR, driven exactly as BasicSR's training loop drives it ------------
+
+def basicsr_lrs(total: int, base_lr: float, flow_lr_mul: float, periods, restart_weights, eta_min: float,
+                warmup_iter: int) -> list[list[float]]:
+    """Every iteration's param-group LRs from BasicSR's own scheduler and its
+    `BaseModel.update_learning_rate(current_iter, warmup_iter)` (1-based current_iter)."""
+    import torch
+
+    from tests import basicsr_ref
+
+    scheduler_module = basicsr_ref.load("models.lr_scheduler")
+    weights = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.Adam([{"params": [weights[0]], "lr": base_lr},
+                                  {"params": [weights[1]], "lr": base_lr * flow_lr_mul}], lr=base_lr)
+    scheduler = scheduler_module.CosineAnnealingRestartLR(optimizer, periods, restart_weights=restart_weights,
+                                                          eta_min=eta_min)
+    lrs = []
+    for current_iter in range(1, total + 1):
+        if current_iter > 1:
+            scheduler.step()
+        if current_iter < warmup_iter:
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] / warmup_iter * current_iter
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+    return lrs
+
+
+@pytest.mark.parametrize("periods, restart_weights, warmup_iter", [
+    ([120], [1], -1),                      # BasicSR's REDS BasicVSR recipe, scaled down
+    ([30, 30, 30, 30], [1, 1, 1, 1], -1),  # its EDVR recipe
+    ([20, 40, 60], [1, 0.5, 0.5], 10),     # restart weights and a warmup
+])
+def test_cosine_annealing_restart_is_basicsrs_over_a_whole_run(periods, restart_weights, warmup_iter):
+    total, base_lr, flow_lr_mul, eta_min = 120, 2e-4, 0.125, 1e-7
+    expected = basicsr_lrs(total, base_lr, flow_lr_mul, periods, restart_weights, eta_min, warmup_iter)
+    schedule = build_schedule("none", total, 64, 15, 4)
+    ours = LRSchedule(schedule, base_lr=base_lr, base_batch=None, eta_min=eta_min, scheduler="CosineAnnealingRestartLR",
+                      periods=tuple(periods), restart_weights=tuple(restart_weights),
+                      warmup_iter=max(warmup_iter, 0), warmup="linear" if warmup_iter > 0 else "none")
+    for t in range(total):
+        got = [ours.lr_at(t), ours.lr_at(t, flow_lr_mul)]
+        assert got == pytest.approx(expected[t], rel=1e-12, abs=1e-18), t
+
+
+def test_original_scheduler_over_a_multigrid_curriculum_is_one_cosine():
+    """The paper's Sec. 3.1 control: the shape changes, the LR does not restart."""
+    schedule = build_schedule("multigrid", 60, 64, 15, 4)
+    lr = LRSchedule(schedule, base_lr=1.0, base_batch=None, scheduler="CosineAnnealingRestartLR")
+    values = [lr.lr_at(t) for t in range(60)]
+    assert all(b < a for a, b in zip(values, values[1:]))
+    assert lr.restart_iters == [] and len(schedule.boundaries) == 5
+    assert values[0] == 1.0 and values[30] == pytest.approx(0.5 * (1 + math.cos(math.pi * 30 / 60)))

@@ -353,7 +353,7 @@ def test_presets_apply_defaults_and_accept_overrides():
 def test_unknown_network_type_suggests_closest():
     with pytest.raises(ConfigError, match=r"network_g\.type: unknown network 'BasicVSR-M' \(did you mean 'BasicVSRM'\?"):
         build_network({"type": "BasicVSR-M"})
-    with pytest.raises(ConfigError, match=r"did you mean 'EDVRM'\?.*known: BasicVSR, BasicVSRM, EDVR, EDVRM"):
+    with pytest.raises(ConfigError, match=r"did you mean 'EDVRM'\?.*known: BasicVSR, BasicVSRM, BasicVSRPlusPlus, EDVR, EDVRM, IconVSR"):
         network_arguments("edvrm")
     with pytest.raises(ConfigError, match=r"network_g\.type: missing"):
         build_network({"num_feat": 8})
@@ -395,11 +395,11 @@ def test_is_recurrent_and_required_multiple():
     assert required_multiple("EDVR") == required_multiple("EDVRM") == 4
     assert required_multiple({"type": "EDVR", "hr_in": True}) == 16
     with pytest.raises(ConfigError, match="unknown network"):
-        required_multiple("IconVSR")
+        required_multiple("RealBasicVSR")
 
 
 def test_registry_is_an_explicit_dict():
-    assert sorted(models.NETWORKS) == ["BasicVSR", "BasicVSRM", "EDVR", "EDVRM"]
+    assert sorted(models.NETWORKS) == ["BasicVSR", "BasicVSRM", "BasicVSRPlusPlus", "EDVR", "EDVRM", "IconVSR"]
 
 
 def test_untrained_spynet_starts_at_zero_flow_and_learns():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks._common import (OPTIMISED, Report, StepOptions, TrainStep, clip_batch, cpu_supports_bf16,
+from benchmarks._common import (OPTIMISED, Report, StepOptions, clip_batch, cpu_supports_bf16, make_step,
                                 interleaved, training_flops)
 from benchmarks.bench_multigrid import reds_schedule, shapes_of, speedup
 from models.basicvsr import BasicVSR
@@ -125,14 +125,14 @@ def loss_curve(options: StepOptions, steps: int = 50) -> list[float]:
     """50 Adam steps (lr 1e-3, SpyNet trainable) of a tiny BasicVSR on 2-frame 6x6 clips: every
     part runs (flow, warps, both branches, upsampler) while the test stays within seconds; the
     step is op-overhead bound, so bigger clips only cost time."""
-    step = TrainStep(tiny_basicvsr(seed=1), options)
+    step = make_step(tiny_basicvsr(seed=1), options)
     for group in step.optimizer.param_groups:
         group["lr"] *= 5
     data = smooth_clips(4, 2, 6)
     losses = []
     for i in range(steps):
         lq, gt = data[i % len(data)]
-        losses.append(step(step.prepare(lq[None]), gt[None]))
+        losses.append(step(*step.prepare(lq[None], gt[None])))
     return [float(v) for v in losses]
 
 

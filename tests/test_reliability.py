@@ -25,7 +25,9 @@ import torch
 import train
 from tests.conftest import tiny_options, write_options
 from vsr_accel import checkpoint as ckpt
-from vsr_accel.errors import CheckpointError
+from vsr_accel.distributed import DistContext
+from vsr_accel.errors import CheckpointError, VSRError
+from vsr_accel.guards import NonFiniteWatch, StopFlag
 from vsr_accel.rng import loader_generator, rng_state, set_rng_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -267,13 +269,13 @@ def test_nonfinite_loss_is_named_exactly_though_checked_every_few_steps(tiny_red
 
 
 def test_nonfinite_watch_records_first_bad_iteration_without_reading_it():
-    watch = train.NonFiniteWatch(torch.device("cpu"))
-    ctx = train.DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    watch = NonFiniteWatch(torch.device("cpu"))
+    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     for it, value in enumerate([0.5, 0.4, float("inf"), 0.3, float("nan")], start=1):
         watch.record(torch.tensor(value), it)
-    with pytest.raises(train.VSRError, match="at iteration 3 .detected at iteration 5"):
+    with pytest.raises(VSRError, match="at iteration 3 .detected at iteration 5"):
         watch.check(5, ctx, Path("/nonexistent"))
-    clean = train.NonFiniteWatch(torch.device("cpu"))
+    clean = NonFiniteWatch(torch.device("cpu"))
     clean.record(torch.tensor(1.0), 1)
     clean.check(1, ctx, Path("/nonexistent"))  # finite: no error
 
@@ -525,8 +527,8 @@ def test_stop_flag_restores_handlers_and_second_signal_aborts(monkeypatch):
     before = signal.getsignal(signal.SIGTERM)
     sent = []
     monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append(sig))
-    ctx = train.DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    with train.StopFlag() as stop:
+    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    with StopFlag() as stop:
         assert not stop.should_stop(1, ctx)
         signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
         assert stop.should_stop(2, ctx) and stop.requested == "SIGTERM" and not sent

@@ -16,6 +16,7 @@ import train
 from tests.conftest import tiny_options, write_options
 from tests.test_reliability import kill_tree
 from vsr_accel.options import TrainOptions
+from vsr_accel.speed import SpeedSettings, resolve_speed
 
 DEFAULT_TRAIN = TrainOptions(total_iter=1)  # every speed switch at its default
 
@@ -95,13 +96,13 @@ def test_gradient_accumulation_matches_one_large_batch(tiny_reds, tmp_path):
 
 def test_default_speed_settings_are_the_benchmarked_ones():
     from benchmarks._common import OPTIMISED
-    cpu = train.resolve_speed(DEFAULT_TRAIN, torch.device("cpu"))
+    cpu = resolve_speed(DEFAULT_TRAIN.amp, DEFAULT_TRAIN.channels_last, torch.device("cpu"))
     assert cpu.channels_last == OPTIMISED.channels_last
     assert cpu.amp_dtype == {"bf16": torch.bfloat16, "none": None}[OPTIMISED.amp]
-    cuda = train.resolve_speed(DEFAULT_TRAIN, torch.device("cuda"))
-    assert cuda == train.SpeedSettings(channels_last=False, amp_dtype=None)  # nothing measured there
-    forced = train.resolve_speed(TrainOptions(total_iter=1, amp="fp16", channels_last=False), torch.device("cpu"))
-    assert forced == train.SpeedSettings(channels_last=False, amp_dtype=torch.float16)
+    cuda = resolve_speed(DEFAULT_TRAIN.amp, DEFAULT_TRAIN.channels_last, torch.device("cuda"))
+    assert cuda == SpeedSettings(channels_last=False, amp_dtype=None)  # nothing measured there
+    forced = resolve_speed("fp16", False, torch.device("cpu"))
+    assert forced == SpeedSettings(channels_last=False, amp_dtype=torch.float16)
 
 
 def test_default_speed_run_saves_plain_weights_and_checkpoint_propagation_trains(tiny_reds, tmp_path):
@@ -129,7 +130,7 @@ def test_default_precision_trains_like_fp32_for_50_iterations(tiny_reds, tmp_pat
     stays within 1% of fp32 over 50 iterations. Single iterations are noisier (measured here:
     at most 0.9% at 16 channels, 1.2% at 4), so they get a looser bound; the per-step 1% check
     on a fixed step is tests/test_perf_features.py."""
-    if train.resolve_speed(DEFAULT_TRAIN, torch.device("cpu")).amp_dtype is None:
+    if resolve_speed(DEFAULT_TRAIN.amp, DEFAULT_TRAIN.channels_last, torch.device("cpu")).amp_dtype is None:
         pytest.skip("the default precision on this CPU is fp32: nothing to compare")
     curves = {}
     for amp in ("auto", "none"):

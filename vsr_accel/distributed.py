@@ -103,3 +103,13 @@ def broadcast_object(obj, ctx: DistContext, src: int = 0):
 def shutdown(ctx: DistContext) -> None:
     if ctx.is_distributed and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def wrap_ddp(model: torch.nn.Module, ctx: DistContext, find_unused: bool) -> torch.nn.Module:
+    """DistributedDataParallel around `model` (the model itself on one device). DDP registers only
+    parameters that require grad when it is built, so a model whose flow part is unfrozen must be
+    wrapped again."""
+    if not ctx.is_distributed:
+        return model
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)

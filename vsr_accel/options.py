@@ -16,10 +16,15 @@ from typing import Any, Sequence
 
 from vsr_accel.config import apply_overrides, from_dict, read_yaml, unknown_key_message
 from vsr_accel.errors import ConfigError
+from vsr_accel.lr.schedule import check_lr_options
 
 LOADER_KEYS = ("name", "type", "num_worker_per_gpu", "batch_size_per_gpu", "gt_size", "num_frame",
                "use_shuffle", "dataset_enlarge_ratio", "prefetch_mode", "pin_memory", "persistent_workers")
 """Keys of `datasets.<phase>` that configure loading and the curriculum, not the dataset class."""
+
+RUN_ONLY_SECTIONS = ("name", "logger", "path", "val", "num_gpu", "dist_params", "is_train")
+"""Top-level sections that do not change results: left out of `Options.results_hash`, and not
+reported as changes when a resume compares options."""
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,9 @@ class OptimizerOptions:
 
 @dataclass(frozen=True)
 class SchedulerOptions:
-    """`MultigridCosineLR` (ours: restarts at every curriculum stage, the paper's Eq. 1) or BasicSR's
-    `CosineAnnealingRestartLR` with a single period equal to total_iter (the same thing for the
-    baseline curriculum `none`)."""
+    """`MultigridCosineLR` (restarts at every curriculum stage, the paper's Eq. 1) or BasicSR's
+    `CosineAnnealingRestartLR` (`periods`, `restart_weights`; default one period over the run).
+    See `vsr_accel.lr.schedule`."""
     type: str = "MultigridCosineLR"
     eta_min: float = 1e-7
     periods: tuple[int, ...] | None = None
@@ -173,7 +178,7 @@ class Options:
         """Hash of what changes results (everything but logging, paths and the run name), stored
         in checkpoints so a resume with different options is caught."""
         data = self.to_dict()
-        for key in ("name", "logger", "path", "val", "num_gpu", "dist_params", "is_train"):
+        for key in RUN_ONLY_SECTIONS:
             data.pop(key, None)
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -184,30 +189,23 @@ def _check_values(opt: Options) -> None:
     positive = {"scale": opt.scale, "train.total_iter": tr.total_iter, "train.grad_accum": tr.grad_accum,
                 "logger.print_freq": opt.logger.print_freq,
                 "logger.save_checkpoint_freq": opt.logger.save_checkpoint_freq,
-                "train.optim_g.lr": tr.optim_g.lr}
+                "train.nan_check_freq": tr.nan_check_freq}
     if opt.val is not None:
         positive["val.val_freq"] = opt.val.val_freq
-    if tr.base_batch is not None:
-        positive["train.base_batch"] = tr.base_batch
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{src}: '{key}' must be positive, got {value}")
-    choices = {"train.warmup": (tr.warmup, ("none", "constant", "linear")),
-               "train.amp": (tr.amp, ("auto", "none", "bf16", "fp16")),
+    choices = {"train.amp": (tr.amp, ("auto", "none", "bf16", "fp16")),
                "train.optim_g.type": (tr.optim_g.type, ("Adam", "AdamW")),
                "train.pixel_opt.type": (tr.pixel_opt.type, ("CharbonnierLoss", "L1Loss", "MSELoss")),
-               "train.pixel_opt.reduction": (tr.pixel_opt.reduction, ("mean", "sum")),
-               "train.scheduler.type": (tr.scheduler.type, ("MultigridCosineLR", "CosineAnnealingRestartLR"))}
+               "train.pixel_opt.reduction": (tr.pixel_opt.reduction, ("mean", "sum"))}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{src}: '{key}' = {value!r} is not one of {', '.join(allowed)}")
-    if tr.scheduler.type == "CosineAnnealingRestartLR" and tr.scheduler.periods not in (None, (tr.total_iter,)):
-        raise ConfigError(f"{src}: 'train.scheduler.periods' = {list(tr.scheduler.periods)}: vsr-accel derives "
-                          f"restarts from train.curriculum; use one period equal to train.total_iter "
-                          f"({tr.total_iter}) or type MultigridCosineLR")
-    if tr.warmup_iter >= tr.total_iter:
-        raise ConfigError(f"{src}: 'train.warmup_iter' ({tr.warmup_iter}) must be smaller than "
-                          f"'train.total_iter' ({tr.total_iter})")
+    check_lr_options(base_lr=tr.optim_g.lr, base_batch=tr.base_batch, eta_min=tr.scheduler.eta_min,
+                     warmup=tr.warmup, warmup_iter=tr.warmup_iter, warmup_factor=tr.warmup_factor,
+                     total_iter=tr.total_iter, scheduler=tr.scheduler.type, periods=tr.scheduler.periods,
+                     restart_weights=tr.scheduler.restart_weights, where=f"{src}: ")
     if not 0.0 <= tr.ema_decay < 1.0:
         raise ConfigError(f"{src}: 'train.ema_decay' must be in [0, 1), got {tr.ema_decay}")
     if tr.flow_lr_mul < 0:

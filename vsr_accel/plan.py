@@ -37,6 +37,8 @@ def plan_dict(schedule: Schedule, lr_schedule: LRSchedule, *, scale: int, world_
         "world_size": world_size,
         "grad_accum": grad_accum,
         "warmup_iter": max(lr_schedule.warmup_iter, 0) if lr_schedule.warmup != "none" else 0,
+        "scheduler": lr_schedule.scheduler,
+        "lr_restarts": lr_schedule.restart_iters,
         "stages": stages,
         "compute_ratio": schedule.compute_ratio(),
     }
@@ -62,6 +64,9 @@ def format_plan(plan: dict[str, Any]) -> str:
         if position == 0:
             lines.append("  ".join("-" * width for width in widths))
     base = plan["baseline"]
+    restarts = plan["lr_restarts"]
+    lines.append(f"LR: {plan['scheduler']}, " + (f"restarts at iterations {', '.join(map(str, restarts))}"
+                                                   if restarts else "one cosine over the run, no restarts"))
     if plan["warmup_iter"]:
         lines.append(f"warmup over the first {plan['warmup_iter']} iterations (LR start of stage 1 includes it)")
     lines.append(f"compute per iteration relative to the baseline {base['lr_crop']}x{base['lr_crop']} LR crop, "
