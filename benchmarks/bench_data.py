@@ -121,6 +121,10 @@ def make_stores(root: Path, mode: Mode) -> dict[str, dict]:
     }
 
 
+def folder_bytes(root: Path) -> int:
+    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
+
+
 def batches_of(dataset, crop: int, frames: int, batch: int, count: int, seed: int):
     """The trainer's loader at one stage shape, in this process (one worker's work)."""
     schedule = build_schedule("none", total_iter=count, lr_crop=crop, num_frames=frames, batch_per_device=batch)
@@ -214,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         print("writing frames: PNG folders, LMDBs, raw stores ...", file=sys.stderr, flush=True)
         specs = make_stores(Path(tmp), mode)
         datasets = {backend: REDSRecurrentDataset(**kwargs) for backend, kwargs in specs.items()}
+        sizes = {backend: sum(folder_bytes(Path(kwargs[k])) for k in ("dataroot_gt", "dataroot_lq"))
+                 for backend, kwargs in specs.items()}
         datasets["raw_cold"] = REDSRecurrentDataset(**specs["raw"])
         rates: dict[tuple[str, tuple[int, int]], list[float]] = {}
         for shape in SHAPES:
@@ -225,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     flops = forward_flops(mode.network, SHAPES)
 
     rate = {key: statistics.median(values) for key, values in rates.items()}
+    report.add("Store sizes for these frames (GT + LR): " + ", ".join(
+        f"{LABELS[b]} {sizes[b] / 1e6:.0f} MB ({sizes[b] / sizes['folders']:.1f}x the PNG folders)" for b in BACKENDS)
+        + ".")
     rows = []
     for shape in SHAPES:
         r = {b: rate[(b, shape)] for b in (*BACKENDS, "raw_cold")}
@@ -285,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         "samples_per_core_second": [{"backend": b, "shape": list(s), "median": rate[(b, s)], "rounds": rates[(b, s)]}
                                     for (b, s) in rates],
         "fixed_us_per_sample": {str(k): v for k, v in fixed_us.items()},
+        "store_bytes": sizes,
         "forward_flops": {f"{c}&{f}": v for (c, f), v in flops.items()},
         "gpu_assumptions_flops": GPUS,
         "cores_per_gpu": {f"{gpu}|{b}|{s[0]}&{s[1]}": t / (STEP_PER_FORWARD * flops[s]) / rate[(b, s)]

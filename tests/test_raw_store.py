@@ -23,7 +23,7 @@ from datasets.footage import footage_path, read_video
 from datasets.io import bgr_uint8_to_rgb_float, open_store
 from datasets.meta_info import lmdb_frames_by_clip, store_frames_by_clip
 from datasets.raw_store import META_NAME, RawFrames, clip_data_path
-from datasets.transforms import augment, augment_planar, crop, draw_augmentation, random_crop_origin
+from datasets.transforms import SMALL_PLANE, augment, augment_planar, crop, draw_augmentation, random_crop_origin
 from datasets.window import item_rng
 from tests.test_datasets import assert_aligned, frame_indices, make_reds, make_vimeo, to_lmdb
 from vsr_accel.curriculum import build_schedule
@@ -256,14 +256,17 @@ def test_prefetcher_converts_only_uint8_images():
     assert list(DevicePrefetcher([uint8], "cpu", unit_keys=()))[0] is uint8
 
 
-def test_augment_planar_matches_augment():
+@pytest.mark.parametrize("hw", [(5, 7), (66, 70)])  # numpy's path for small planes, OpenCV's per plane above 64x64
+def test_augment_planar_matches_augment(hw):
     rng = np.random.default_rng(0)
-    stack = rng.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
+    stack = rng.integers(0, 256, (4, *hw, 3), dtype=np.uint8)
     planar = np.ascontiguousarray(np.moveaxis(stack, -1, 1))
+    assert (hw[0] * hw[1] > SMALL_PLANE) == (hw == (66, 70))
     for flips in [(h, v, r) for h in (False, True) for v in (False, True) for r in (False, True)]:
-        got = augment_planar(planar, *flips)
-        assert got.flags.c_contiguous
-        assert np.array_equal(got, np.moveaxis(augment(stack, *flips), -1, 1)), flips
+        for frames, expected in ((planar, stack), (planar[::-2], stack[::-2])):  # also a strided view
+            got = augment_planar(frames, *flips)
+            assert got.flags.c_contiguous and got.flags.writeable and not np.shares_memory(got, frames)
+            assert np.array_equal(got, np.moveaxis(augment(expected, *flips), -1, 1)), flips
 
 
 # -- builds: resume, verification, one-line errors ----------------------------------------------------
