@@ -116,8 +116,10 @@ def make_stores(root: Path, mode: Mode) -> dict[str, dict]:
               "use_hflip": True, "use_rot": True}
     return {
         "folders": {**common, "dataroot_gt": kinds["gt"], "dataroot_lq": kinds["lq"], "io_backend": {"type": "disk"}},
-        "lmdb": {**common, "dataroot_gt": root / "gt.lmdb", "dataroot_lq": root / "lq.lmdb", "io_backend": {"type": "lmdb"}},
-        "raw": {**common, "dataroot_gt": root / "gt.raw", "dataroot_lq": root / "lq.raw", "io_backend": {"type": "raw"}},
+        "lmdb": {**common, "dataroot_gt": root / "gt.lmdb", "dataroot_lq": root / "lq.lmdb",
+                 "io_backend": {"type": "lmdb"}},
+        "raw": {**common, "dataroot_gt": root / "gt.raw", "dataroot_lq": root / "lq.raw",
+                "io_backend": {"type": "raw"}},
     }
 
 

@@ -86,7 +86,8 @@ class RawClip:
                        crc32=tuple(int(c) for c in data.get("crc32", ())))
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{where}: malformed clip record ({exc!r}); {REBUILD_HINT}") from None
-        if not clip.frames or clip.height <= 0 or clip.width <= 0 or (clip.crc32 and len(clip.crc32) != len(clip.frames)):
+        checksums_ok = not clip.crc32 or len(clip.crc32) == len(clip.frames)
+        if not clip.frames or clip.height <= 0 or clip.width <= 0 or not checksums_ok:
             raise DataError(f"{where}: clip record '{clip.name}' is inconsistent (frames, size or checksums)")
         return clip
 

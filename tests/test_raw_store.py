@@ -173,7 +173,8 @@ def test_edvr_centre_frame_and_vimeo_from_the_three_backends(reds_sets, tmp_path
         assert all(torch.equal(s["gt"], samples[0]["gt"]) and torch.equal(s["lq"], samples[0]["lq"]) for s in samples)
     vimeo = make_vimeo(tmp_path / "vimeo", ["00001/0001", "00001/0002", "00002/0001"])
     sets = {"disk": vimeo, "lmdb": to_lmdb(vimeo, tmp_path), "raw": to_raw(vimeo, tmp_path / "raw")}
-    batches = {name: loader_batches(kwargs, Vimeo90KRecurrentDataset, frames=(6, 10, 14)) for name, kwargs in sets.items()}
+    batches = {name: loader_batches(kwargs, Vimeo90KRecurrentDataset, frames=(6, 10, 14))
+               for name, kwargs in sets.items()}
     assert_same_batches(batches["disk"], batches["lmdb"])
     assert_same_batches(batches["disk"], batches["raw"])
     flipped = [1, 2, 3, 4, 5, 6, 7, 7, 6, 5, 4, 3, 2, 1]
