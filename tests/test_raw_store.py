@@ -359,3 +359,14 @@ def test_refuses_other_folders_and_other_sources(footage_tree, tmp_path, capsys)
     assert "is not a raw store" in one_error_line(capsys)
     with pytest.raises(DataError, match="is not a raw frame store"):
         RawFrames(tmp_path / "busy")
+
+
+def test_list_file_selects_vimeo_septuplets(tmp_path):
+    vimeo = make_vimeo(tmp_path / "vimeo", ["00001/0001", "00001/0002", "00002/0001"])
+    listed = tmp_path / "sep_trainlist.txt"
+    listed.write_text("00002/0001\n00001/0001\n")
+    build_raw(Path(vimeo["dataroot_lq"]), tmp_path / "lq.raw", "--list", str(listed))
+    store = RawFrames(tmp_path / "lq.raw")
+    assert store.frames_by_clip() == {"00002/0001": [f"im{i}" for i in range(1, 8)],
+                                      "00001/0001": [f"im{i}" for i in range(1, 8)]}
+    assert clip_data_path(tmp_path / "lq.raw", "00002/0001").is_file()
