@@ -7,8 +7,8 @@
 What is measured: samples per core-second of the trainer's loader (REDSRecurrentDataset +
 MultigridBatchSampler + torch's DataLoader with its default collate, `--batch` clips per batch,
 one worker's worth of work: `num_workers=0`, one torch/OpenCV thread, CPU time of the process by
-`time.process_time`, so time spent descheduled on this shared machine does not count). The first
-batch of each configuration is not timed (maps opened, caches warm); the page cache holds every
+`time.process_time`, so time spent descheduled on this shared machine does not count). For the raw
+store the first batch of each configuration is not timed (maps opened); the page cache holds every
 store (as it does on a training machine once the data was read, given the RAM; a cold disk adds
 I/O that the CPU time does not show). 'raw, maps reopened' closes the store's maps before every
 batch: the page-table cost a worker pays when it touches clips it has not mapped yet.
@@ -135,10 +135,12 @@ def batches_of(dataset, crop: int, frames: int, batch: int, count: int, seed: in
 
 
 def core_seconds_per_sample(dataset, crop: int, frames: int, batch: int, timed_batches: int, seed: int,
-                            reopen_maps: bool = False) -> float:
-    """CPU seconds per sample over `timed_batches` batches after one untimed batch."""
-    batches = batches_of(dataset, crop, frames, batch, timed_batches + 1, seed)
-    next(batches)
+                            reopen_maps: bool = False, warmup: bool = True) -> float:
+    """CPU seconds per sample over `timed_batches` batches (after one untimed batch with `warmup`:
+    a raw store's first maps; a decoder's cost is all decoding, so it needs none)."""
+    batches = batches_of(dataset, crop, frames, batch, timed_batches + int(warmup), seed)
+    if warmup:
+        next(batches)
     samples, cpu = 0, 0.0
     for _ in range(timed_batches):
         if reopen_maps:
@@ -154,7 +156,7 @@ def core_seconds_per_sample(dataset, crop: int, frames: int, batch: int, timed_b
 def measure(dataset, backend: str, crop: int, frames: int, batch: int, mode: Mode, seed: int) -> list[float]:
     """Samples per core-second, one value per timed round."""
     if backend in ("folders", "lmdb"):
-        return [1.0 / core_seconds_per_sample(dataset, crop, frames, batch, mode.decoder_batches, seed)]
+        return [1.0 / core_seconds_per_sample(dataset, crop, frames, batch, mode.decoder_batches, seed, warmup=False)]
     timed = max(1, mode.raw_samples // batch)
     return [1.0 / core_seconds_per_sample(dataset, crop, frames, batch, timed, seed + r, backend == "raw_cold")
             for r in range(mode.rounds)]
