@@ -83,8 +83,7 @@ def headline(name: str) -> str:
                          + (f", tensors -{r['tensor_reduction']:.0%}" if "tensor_reduction" in r else "")
                          for r in data.get("results", []) if r["checkpointing"] != "off")
     if name == "data":
-        waits = "; ".join(f"{w[0]} {w[1]}: wait {w[4]}" for w in data.get("wait", []))
-        return f"loader vs step in bench_data.md; data wait: {waits or 'not measured'}"
+        return data.get("headline", "see bench_data.md")
     return f"see bench_{name}.md"
 
 

@@ -42,6 +42,7 @@ DATASETS: dict[str, DatasetEntry] = {
     "Vimeo90KDataset": DatasetEntry(Vimeo90KRecurrentDataset, {"center_gt_only": True}),
     "VideoRecurrentTestDataset": DatasetEntry(VideoRecurrentTestDataset),
     "Vimeo90KTestDataset": DatasetEntry(Vimeo90KTestDataset),
+    "VideoTestVimeo90KDataset": DatasetEntry(Vimeo90KTestDataset),  # BasicSR's name in its BasicVSR test options
 }
 
 _TRAINING = (REDSRecurrentDataset, Vimeo90KRecurrentDataset)

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from datasets import checks
 from datasets.io import FrameStore, bgr_uint8_to_rgb_float, check_keys_exist, open_store
-from datasets.meta_info import ClipInfo, frame_files, lmdb_frames_by_clip, read_clip_meta
+from datasets.meta_info import ClipInfo, frame_files, read_clip_meta, store_frames_by_clip
 from datasets.vimeo import SEPTUPLET, check_septuplets, list_septuplets, septuplet_key
 from vsr_accel.errors import DataError
 
@@ -80,8 +80,9 @@ class VideoRecurrentTestDataset(Dataset):
         self.lq_store = open_store(backend, "dataroot_lq", dataroot_lq, ext)
         listed, source = self._listed_clips(meta_info_file)
         names = [clip.name for clip in listed] if listed is not None else None
-        if backend == "lmdb":
-            self.frames = self._frames_from_lmdb(names, source or f"{self.lq_store.location}/meta_info.txt")
+        if backend in ("lmdb", "raw"):
+            index = "meta_info.txt" if backend == "lmdb" else "meta.json"
+            self.frames = self._frames_from_store(names, source or f"{self.lq_store.location}/{index}")
         else:
             self.frames = {clip: self._frames_from_folders(clip, ext) for clip in names or self._lq_folders()}
             self._check_listed_counts(listed or [], source)
@@ -126,8 +127,8 @@ class VideoRecurrentTestDataset(Dataset):
             raise DataError(f"{culprit}: missing ({len(lq_names)} LQ vs {len(gt_names)} GT frames in clip '{clip}')")
         return lq_names
 
-    def _frames_from_lmdb(self, names: list[str] | None, source: str) -> dict[str, list[str]]:
-        available = lmdb_frames_by_clip(Path(self.lq_store.location))
+    def _frames_from_store(self, names: list[str] | None, source: str) -> dict[str, list[str]]:
+        available = store_frames_by_clip(self.lq_store)
         chosen = names if names is not None else list(available)
         try:
             frames = {}

@@ -21,12 +21,13 @@ from torch import nn
 from models.arch_util import InvalidArgument
 from models.basicvsr import BASICVSR_M_DEFAULTS, BasicVSR
 from models.basicvsrpp import BasicVSRPlusPlus
+from models.convert import to_basicsr_keys
 from models.edvr import EDVR, EDVR_M_DEFAULTS
 from models.iconvsr import IconVSR
 from vsr_accel.errors import ConfigError
 
-__all__ = ["build_network", "network_arguments", "is_recurrent", "required_multiple", "NETWORKS", "BasicVSR",
-           "BasicVSRPlusPlus", "EDVR", "IconVSR"]
+__all__ = ["build_network", "network_arguments", "is_recurrent", "required_multiple", "to_basicsr_keys", "NETWORKS",
+           "BasicVSR", "BasicVSRPlusPlus", "EDVR", "IconVSR"]
 
 
 def _never_hr_input(arguments: Mapping[str, Any]) -> bool:

@@ -20,7 +20,7 @@ from tests import basicsr_ref
 from vsr_accel.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ("create_lmdb", "create_raw_store", "generate_bicubic_lr", "regroup_reds_val", "make_demo_data")
+SCRIPTS = ("create_lmdb", "create_raw_store", "generate_bicubic_lr", "generate_bd_lr", "regroup_reds_val", "make_demo_data")
 
 
 def load_script(name: str):

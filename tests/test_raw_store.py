@@ -370,3 +370,18 @@ def test_list_file_selects_vimeo_septuplets(tmp_path):
     assert store.frames_by_clip() == {"00002/0001": [f"im{i}" for i in range(1, 8)],
                                       "00001/0001": [f"im{i}" for i in range(1, 8)]}
     assert clip_data_path(tmp_path / "lq.raw", "00002/0001").is_file()
+
+
+def test_whole_clip_test_set_reads_a_raw_store_like_the_folders(reds_sets):
+    """REDS4 / Vid4-style validation (VideoRecurrentTestDataset) lists its clips from the store."""
+    from datasets import VideoRecurrentTestDataset
+
+    items = {}
+    for backend in ("disk", "raw"):
+        kwargs = {key: reds_sets[backend][key] for key in ("dataroot_gt", "dataroot_lq")}
+        dataset = VideoRecurrentTestDataset(**kwargs, io_backend={"type": backend})
+        items[backend] = [dataset[i] for i in range(len(dataset))]
+    assert [i["clip"] for i in items["raw"]] == [i["clip"] for i in items["disk"]] == ["000", "001"]
+    for raw, disk in zip(items["raw"], items["disk"]):
+        assert raw["frame_names"] == disk["frame_names"]
+        assert torch.equal(raw["lq"], disk["lq"]) and torch.equal(raw["gt"], disk["gt"])

@@ -24,7 +24,9 @@ import torch
 from vsr_accel.errors import CheckpointError
 from vsr_accel.fsio import TEMP_NAME, atomic_writer, remove_stale_temps  # noqa: F401  (re-exported)
 
-PARAM_KEYS = ("params_ema", "params")
+PARAM_KEYS = ("params_ema", "params", "state_dict")
+"""Where a weights file keeps its state_dict, in order of preference: BasicSR's EMA and plain
+weights, then MMagic's `state_dict` (whose `generator.` keys `models.to_basicsr_keys` converts)."""
 
 
 def read_weights(path: str | Path, param_key: str | None = "params") -> dict[str, torch.Tensor]:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from vsr_accel import metrics
-from vsr_accel.chunking import window_indices
+from vsr_accel.chunking import Chunk
+from vsr_accel.inference import restore_frames
 
 
 @torch.no_grad()
@@ -26,8 +27,6 @@ def restore_clip(model: torch.nn.Module, lq: torch.Tensor, device: torch.device,
                  window: int | None = None, padding: str = "reflection_circle") -> torch.Tensor:
     """(T,3,h,w) in [0,1] -> (T,3,sh,sw) on the CPU, clamped to [0,1]. The clip is one chunk of
     `vsr_accel.inference.restore_frames`, the window restore infer.py writes its frames with."""
-    from vsr_accel.chunking import Chunk
-    from vsr_accel.inference import restore_frames
 
     was_training = model.training
     model.eval()

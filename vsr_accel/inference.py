@@ -31,6 +31,7 @@ from vsr_accel.chunking import EDVR_TEST_PADDING, Chunk, SlidingWindow, tile_spa
 from vsr_accel.config import read_yaml
 from vsr_accel.errors import CheckpointError, ConfigError, DataError
 from vsr_accel.metrics import calculate_psnr
+from vsr_accel.prefetch import uint8_to_unit_float
 
 # Defaults chosen by measurement (benchmarks/bench_infer_memory.py --fidelity, 128 real frames):
 # with a tiny BasicVSR fitted to other frames of the footage, PSNR vs GT of chunked and whole-clip
@@ -127,9 +128,11 @@ def resolve_model_source(*, opt: str | None, network: str | None, network_args: 
         raise ConfigError("no network given: pass --network TYPE (e.g. BasicVSR) or -opt options.yml")
     if checkpoint is None:
         raise ConfigError("no checkpoint given: pass --checkpoint PATH (or path.pretrain_network_g in -opt)")
-    # A full checkpoint carries SpyNet's weights; loading a separate SpyNet file first is wasted work.
-    if "spynet_path" in spec:
-        spec["spynet_path"] = None
+    # A full checkpoint carries SpyNet's (and IconVSR's EDVR extractor's) weights; loading their
+    # separate pretrained files first is wasted work, and those files need not exist here.
+    for pretrained in ("spynet_path", "edvr_path"):
+        if pretrained in spec:
+            spec[pretrained] = None
     return ModelSource(spec=spec, checkpoint=Path(checkpoint), param_key=param_key)
 
 
@@ -165,9 +168,9 @@ class LoadedModel:
 def load_model(source: ModelSource, device: torch.device, networks: NetworkRegistry) -> LoadedModel:
     """The network of `source` with its weights, in eval mode on `device`. The weights are read
     first, so a bad checkpoint is reported before any network (or SpyNet file) is built."""
-    state = read_inference_weights(source.checkpoint, source.param_key)
+    state = networks.to_basicsr_keys(source.spec["type"], read_inference_weights(source.checkpoint, source.param_key))
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*spynet_path is not set.*")
+        warnings.filterwarnings("ignore", message=".*(spynet_path|edvr_path) is not set.*")
         net = networks.build_network(source.spec)
     load_weights_strict(net, state, str(source.checkpoint))
     net.eval().to(device)
@@ -181,7 +184,7 @@ def load_model(source: ModelSource, device: torch.device, networks: NetworkRegis
 def frames_to_tensor(frames: Sequence[np.ndarray]) -> torch.Tensor:
     """BGR uint8 (h, w, 3) frames -> RGB float (t, 3, h, w) in [0, 1], as BasicSR's img2tensor."""
     stacked = torch.from_numpy(np.stack(frames))[..., [2, 1, 0]]
-    return stacked.permute(0, 3, 1, 2).float().div_(255.0)
+    return uint8_to_unit_float(stacked.permute(0, 3, 1, 2).contiguous())
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
