@@ -105,6 +105,7 @@ class Ctx:
     options: dict
     run: Path  # the earlier run's copy at experiments/tiny
     monkeypatch: pytest.MonkeyPatch | None = None
+    expected: list[str] = dataclasses.field(default_factory=list)  # culprits a setup finds out (line numbers)
 
     @property
     def train(self) -> dict:
@@ -259,6 +260,72 @@ def invalid_yaml(ctx: Ctx) -> list[str]:
     return ["-opt", str(bad)]
 
 
+def options_saved_as(encoding: str) -> Callable[[Ctx], list[str]]:
+    """The options file as a Windows editor (or PowerShell's `>`) may save it, with a comment
+    in French so that a single-byte encoding is not plain ASCII either."""
+    def apply(ctx: Ctx) -> list[str]:
+        path = ctx.tmp / f"options_{encoding}.yml"
+        text = "# réglages de l'équipe\n" + Path(write_options(ctx.tmp / "plain.yml", ctx.options)).read_text()
+        path.write_bytes(text.encode(encoding))
+        return ["-opt", str(path)]
+    return apply
+
+
+def duplicate_key(ctx: Ctx) -> list[str]:
+    """`total_iter: 4` and, further down the same `train:` mapping, `total_iter: 40`."""
+    lines = Path(write_options(ctx.tmp / "plain.yml", ctx.options)).read_text().splitlines()
+    train = lines.index("train:")
+    first = next(i for i in range(train, len(lines)) if lines[i].strip().startswith("total_iter:"))
+    end = next((i for i in range(train + 1, len(lines)) if not lines[i].startswith(" ")), len(lines))
+    lines.insert(end, "  total_iter: 40")
+    path = ctx.tmp / "dup.yml"
+    path.write_text("\n".join(lines) + "\n")
+    ctx.expected.append(f"lines {first + 1} and {end + 1}")
+    return ["-opt", str(path)]
+
+
+def folder(ctx: Ctx, name: str) -> Path:
+    path = ctx.tmp / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def deny_access(ctx: Ctx, *denied: Path) -> None:
+    """As if `denied` belonged to another user: tests run as root, for whom every folder is
+    writable, so `os.access` (what the start-up check asks) says no for these paths."""
+    real_access = os.access
+    refused = {os.path.realpath(p) for p in denied}
+
+    def access(path, mode, *args, **kwargs):
+        if os.path.realpath(path) in refused and mode & os.W_OK:
+            return False
+        return real_access(path, mode, *args, **kwargs)
+    ctx.monkeypatch.setattr(os, "access", access)
+
+
+def experiments_root_is_a_file(ctx: Ctx) -> None:
+    (ctx.tmp / "experiments.txt").write_text("not a folder\n")
+    ctx.options["path"]["experiments_root"] = str(ctx.tmp / "experiments.txt")
+
+
+def unwritable_experiments_with_earlier_run(ctx: Ctx) -> None:
+    deny_access(ctx, ctx.run.parent)  # experiments/ holds the earlier run experiments/tiny
+
+
+def unwritable_empty_experiments(ctx: Ctx) -> None:
+    ctx.options["path"]["experiments_root"] = str(folder(ctx, "readonly_exp"))
+    deny_access(ctx, ctx.tmp / "readonly_exp")
+
+
+def unwritable_run_folder_on_resume(ctx: Ctx) -> list[str]:
+    deny_access(ctx, ctx.run / "training_states")
+    return ["--auto_resume"]
+
+
+def seventy_bit_seed(ctx: Ctx) -> list[str]:
+    return ["--set", f"manual_seed={2**70}"]
+
+
 CASES = [
     # options
     Case("unknown top-level key", setter("trian", {"total_iter": 4}), ("'trian'", "'train'")),
@@ -292,6 +359,27 @@ CASES = [
     Case("options file missing", lambda c: ["-opt", str(c.tmp / "nope.yml")], ("nope.yml", "not found")),
     Case("options file not YAML", invalid_yaml, ("bad.yml", "not valid YAML")),
     Case("bad --set syntax", lambda c: ["--set", "train.total_iter"], ("train.total_iter", "KEY.PATH=VALUE")),
+    Case("seed beyond what torch and numpy take", seventy_bit_seed, ("manual_seed", str(2**70), "4294967295")),
+    Case("negative seed", setter("manual_seed", -1), ("manual_seed", "-1")),
+    Case("options file saved as UTF-16 with a BOM", options_saved_as("utf-16"),
+         ("options_utf-16.yml", "not UTF-8 text", "UTF-16")),
+    Case("options file saved as UTF-16 without a BOM", options_saved_as("utf-16-le"),
+         ("options_utf-16-le.yml", "not UTF-8 text", "UTF-16")),
+    Case("options file in Latin-1", options_saved_as("latin-1"), ("options_latin-1.yml", "not UTF-8 text", "0xe9")),
+    Case("duplicate key", duplicate_key, ("dup.yml", "'train.total_iter' is given twice")),  # + both lines
+    Case("options file is a directory", lambda c: ["-opt", str(folder(c, "options_dir"))],
+         ("options_dir", "is a directory")),
+    Case("required section set to null", lambda c: ["--set", "datasets.train=null"], ("datasets.train", "missing")),
+    Case("train section set to null", lambda c: ["--set", "train=~"], ("'train'", "missing")),
+    # the run folder
+    Case("experiments_root is a file", experiments_root_is_a_file,
+         ("experiments.txt", "not a folder", "path.experiments_root")),
+    Case("experiments folder unwritable, earlier run in it", unwritable_experiments_with_earlier_run,
+         ("permission denied", "tiny_archived_", "path.experiments_root")),
+    Case("experiments folder unwritable and empty", unwritable_empty_experiments,
+         ("readonly_exp", "permission denied", "path.experiments_root")),
+    Case("run folder unwritable on resume", unwritable_run_folder_on_resume,
+         ("training_states", "permission denied")),
     # data
     Case("missing data root", setter("datasets.train.dataroot_gt", "/nonexistent/REDS/train_sharp"),
          ("datasets.train.dataroot_gt", "/nonexistent/REDS/train_sharp", "does not exist")),
@@ -303,6 +391,12 @@ CASES = [
     Case("meta_info line malformed", meta_malformed, ("meta_info.txt", "six frames")),
     Case("LR/GT size mismatch", lr_gt_size_mismatch, ("00000", "30x40")),
     Case("clips shorter than the requested frames", clip_too_short, ("5", "3")),
+    Case("num_frame beyond the clips with no curriculum",
+         lambda c: (setter("train.curriculum", {"type": "none"})(c), setter("datasets.train.num_frame", 10**9)(c)),
+         ("datasets.train.num_frame", "1000000000", "12")),
+    Case("LR crop larger than the smallest LR frame",
+         lambda c: (setter("train.curriculum", {"type": "none"})(c), setter("datasets.train.gt_size", 128)(c)),
+         ("datasets.train.gt_size 128", "LR crop 32", "24")),
     Case("fewer clips than one batch", too_few_clips_for_batch, ("1 clips", "global batch 2")),
     Case("validation folder missing", missing_val_folder, ("datasets.val.dataroot_gt", "nope_gt")),
     # checkpoints
@@ -310,6 +404,10 @@ CASES = [
     Case("pretrained weights of another architecture", pretrain("edvr"), ("edvr.pth", "do not fit BasicVSR")),
     Case("pretrained weights truncated", pretrain("truncated"), ("truncated.pth", "cannot be read")),
     Case("pretrained weights with code in the pickle", pretrain("code"), ("evil.pth", "weights-only")),
+    Case("pretrained weights path is a directory",
+         lambda c: setter("path.pretrain_network_g", str(folder(c, "weights_dir")))(c), ("weights_dir", "is a directory")),
+    Case("resume state is a directory", lambda c: setter("path.resume_state", str(c.run / "training_states"))(c),
+         ("training_states", "is a directory")),
     Case("resume state truncated", resume_state("truncated"), ("4.state", "corrupt")),
     Case("resume state with code in the pickle", resume_state("code"), ("4.state", "unsafe")),
     Case("resume state missing", resume_state("missing"), ("no_such.state",)),
@@ -345,7 +443,7 @@ def test_bad_input(case, tiny_reds, earlier_run, tmp_path, monkeypatch, capsys):
     assert train.main(argv) == case.exit_code
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.endswith("\n") and err.count("\n") == 1, err
-    for culprit in case.culprit:
+    for culprit in (*case.culprit, *ctx.expected):
         assert culprit in err, f"{culprit!r} not in {err!r}"
     assert not (tmp_path / "pwned").exists()
     earlier_run.assert_intact(tmp_path / "exp")
@@ -406,8 +504,31 @@ def sub_disk_full(ctx: Ctx) -> dict:
             "preexec_fn": limit_file_size, "intact": {"models/net_g_2.pth", "training_states/2.state"}}
 
 
+def without_dac_override() -> None:
+    """preexec_fn: file permissions apply to this process even as root. Tests run as root, who
+    may write anywhere (CAP_DAC_OVERRIDE); dropping the capability from the bounding set before
+    exec leaves root the owner's rights only, so a 0555 folder gives a real EACCES."""
+    if os.geteuid() != 0:
+        return  # an ordinary user: the folder's mode alone refuses the write
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
+    for cap in (cap_dac_override, cap_dac_read_search):
+        if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def sub_unwritable_experiments(ctx: Ctx) -> dict:
+    """A real permission error, not a patched os.access: the experiments folder holding the
+    earlier run (which a fresh run moves aside inside it) is read-only."""
+    ctx.run.parent.chmod(0o555)
+    return {"culprit": (f"{ctx.run.parent}: permission denied", "tiny_archived_", "path.experiments_root"),
+            "preexec_fn": without_dac_override, "nothing_moved": True}
+
+
 SUBPROCESS_CASES = {"unknown key": sub_unknown_key, "corrupt PNG read by a worker": sub_corrupt_png_in_worker,
-                    "pickle with code": sub_pickle_with_code, "disk full on save": sub_disk_full}
+                    "pickle with code": sub_pickle_with_code, "disk full on save": sub_disk_full,
+                    "experiments folder read-only": sub_unwritable_experiments}
 
 
 @pytest.fixture(scope="module")
@@ -449,8 +570,11 @@ def test_in_a_real_process(name, launched, earlier_run):
     intact = spec.get("intact")
     if intact is None:
         earlier_run.assert_intact(ctx.tmp / "exp")
+        if spec.get("nothing_moved"):
+            assert sorted(p.name for p in (ctx.tmp / "exp").iterdir()) == ["tiny"]
     else:
         kept = EarlierRun(earlier_run.path, {k: v for k, v in earlier_run.hashes.items() if k in intact})
         kept.assert_intact(ctx.tmp / "exp")
         leftovers = [p for d in CHECKPOINT_DIRS for p in (ctx.run / d).iterdir() if p.name.endswith(".tmp")]
         assert not leftovers and not (ctx.run / "training_states" / "4.state").exists()
+

@@ -1,10 +1,12 @@
 """Options: BasicSR layout, typed validation, one-line errors that name file, key and closest key."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
-from vsr_accel.config import apply_overrides, parse_override
+from vsr_accel.config import apply_overrides, parse_override, read_yaml
 from vsr_accel.errors import ConfigError
 from vsr_accel.options import load_options
 
@@ -83,3 +85,105 @@ def test_results_hash_ignores_logging_but_not_lr(tmp_path):
     base = load_options(path).results_hash()
     assert load_options(path, ["logger.print_freq=1"]).results_hash() == base
     assert load_options(path, ["train.optim_g.lr=1e-3"]).results_hash() != base
+
+
+# -- reading files: UTF-8, duplicate keys, directories -------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_options_file_of_the_repo_reads_as_safe_load_does():
+    """The duplicate-key check changes nothing else: BasicSR's `!!float 5e3`, anchors, merges."""
+    files = sorted((REPO / "options").glob("*.yml"))
+    assert len(files) >= 10
+    for path in files:
+        assert read_yaml(path) == yaml.safe_load(path.read_text(encoding="utf-8")), path
+
+
+def test_yaml_types_anchors_and_merges_load_as_safe_load_does(tmp_path):
+    text = ("a: !!float 5e3\nlr: 2e-4\nbase: &b {x: 1, y: 2}\nchild:\n  <<: *b\n  y: 3\n"
+            "list: [1, {k: v}]\nsame: [*b, *b]\n'1': str\n1: int\n")
+    path = tmp_path / "o.yml"
+    path.write_text(text)
+    assert read_yaml(path) == yaml.safe_load(text)
+    assert read_yaml(path)["child"] == {"x": 1, "y": 3} and read_yaml(path)["a"] == 5000.0
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("name: a\ntrain:\n  total_iter: 300\n  warmup_iter: 1\n  total_iter: 40\n", "train.total_iter", (3, 5)),
+    ("name: a\nname: b\n", "name", (1, 2)),
+    ("stages:\n  - {lr_crop: 8, lr_crop: 16}\n", "stages[0].lr_crop", (2, 2)),
+])
+def test_a_key_given_twice_is_refused_naming_the_key_and_both_lines(tmp_path, text, key, lines):
+    path = tmp_path / "dup.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        read_yaml(path)
+    assert str(err.value) == (f"{path}: '{key}' is given twice (lines {lines[0]} and {lines[1]}); YAML would keep "
+                              f"only the last one, so delete one of them")
+
+
+def test_utf8_with_a_byte_order_mark_loads_and_other_encodings_are_named(tmp_path):
+    data = {**BASE, "name": "réglage"}
+    text = yaml.safe_dump(data, allow_unicode=True)
+    path = tmp_path / "bom.yml"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert load_options(path).name == "réglage"
+    for encoding, reason in (("utf-16", "(saved as UTF-16?)"), ("utf-16-be", "(saved as UTF-16?)"),
+                             ("utf-16-le", "saved as UTF-16?"), ("cp1252", "(byte 0xe9 at offset")):
+        path = tmp_path / f"{encoding}.yml"
+        path.write_bytes(text.encode(encoding))
+        with pytest.raises(ConfigError) as err:
+            load_options(path)
+        assert str(err.value).startswith(f"{path}: not UTF-8 text ") and reason in str(err.value), encoding
+
+
+def test_a_directory_is_named_as_such(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory, not an options file"):
+        load_options(tmp_path)
+
+
+def test_seed_range_is_basicsrs(tmp_path):
+    path = write(tmp_path, BASE)
+    assert load_options(path, ["manual_seed=4294967295"]).manual_seed == 2**32 - 1
+    for seed in (2**32, 2**70, -1):
+        with pytest.raises(ConfigError, match=f"'manual_seed' must be an integer from 0 to 4294967295.*got {seed}$"):
+            load_options(path, [f"manual_seed={seed}"])
+
+
+# -- --set <section>=null ----------------------------------------------------------------------
+
+def test_null_removes_a_section_and_sets_none_elsewhere():
+    data = {"datasets": {"train": {"type": "A", "val_partition": "REDS4"}, "val": {"type": "B"}},
+            "val": {"val_freq": 1}, "logger": {"wandb": {"project": "p"}}, "path": {"pretrain_network_g": "w.pth"}}
+    apply_overrides(data, ["datasets.val=null", "val=~", "logger.wandb=null", "datasets.train.val_partition=null",
+                           "path.pretrain_network_g=~", "datasets.test=null"])
+    assert data == {"datasets": {"train": {"type": "A", "val_partition": None}, "test": None},
+                    "logger": {}, "path": {"pretrain_network_g": None}}
+
+
+def test_validation_switched_off_the_basicsr_way(tmp_path):
+    with_val = {**BASE, "datasets": {**BASE["datasets"], "val": {"type": "VideoRecurrentTestDataset",
+                                                                 "dataroot_gt": "g", "dataroot_lq": "l"}}}
+    path = write(tmp_path, with_val)
+    assert "val" in load_options(path).datasets and load_options(path).val is not None
+    assert "val" not in load_options(path, ["datasets.val=null"]).datasets
+    assert load_options(path, ["val=null"]).val is None
+    assert load_options(write(tmp_path, {**with_val, "val": None})).val is None  # `val: ~` in the file: off too
+    with pytest.raises(ConfigError, match="required option 'train' is missing"):
+        load_options(path, ["train=null"])
+    with pytest.raises(ConfigError, match="'datasets.train' is missing"):
+        load_options(path, ["datasets.train=~"])
+
+
+@pytest.mark.parametrize("override", ["datasets.val=null", "val=~"])
+def test_training_runs_without_validation_when_a_section_is_set_to_null(tiny_reds, tmp_path, override):
+    import train
+    from tests.conftest import tiny_options, write_options
+
+    options = tiny_options(tiny_reds, tmp_path / "exp", total_iter=2, curriculum={"type": "none"})
+    options["val"]["val_freq"] = 1
+    opt = write_options(tmp_path / "o.yml", options)
+    assert train.main(["-opt", opt, "--set", override]) == 0
+    log = (tmp_path / "exp" / "tiny" / "train.log").read_text()
+    assert "iter       2/2" in log and "val @" not in log

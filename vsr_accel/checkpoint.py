@@ -34,6 +34,8 @@ def read_weights(path: str | Path, param_key: str | None = "params") -> dict[str
     bare state_dict. `param_key=None` picks `params_ema` when present, else `params`, else the
     bare dict. A missing, truncated or code-carrying file raises CheckpointError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a weights file (give the .pth file itself)")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
@@ -135,6 +137,8 @@ def read_training_state(path: str | Path) -> dict[str, Any]:
     """A training state, checked before use: container CRCs (truncation, bit flips), weights-only
     unpickling (no code), and the entries a resume needs (BasicSR's `KeyError: 'iter'`)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a training state file (give the .state file itself)")
     if not path.is_file():
         raise CheckpointError(f"{path}: training state not found")
     damaged = _damaged_record(path)

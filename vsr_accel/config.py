@@ -1,7 +1,7 @@
 """Typed, validated options from BasicSR-style YAML.
 
-Options files are read with `yaml.safe_load` and turned into frozen dataclasses, so a typo fails
-at start-up, not two days into a run. Every error is one line that names the file, the key path
+Options files are read as UTF-8 with `yaml.safe_load`'s loader (a key given twice is refused)
+and turned into frozen dataclasses, so a typo fails at start-up, not two days into a run. Every error is one line that names the file, the key path
 (`train.optim_g.lr`) and, for unknown keys, the closest valid key. Sections whose keys belong to a
 component (a network's or a dataset's constructor arguments) stay plain dicts here and are
 validated by that component's builder, which knows its own argument names.
@@ -33,11 +33,19 @@ def unknown_key_message(source: str, key_path: str, valid: typing.Iterable[str])
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """An options file as a dict: `yaml.safe_load`'s types (BasicSR's `!!float 5e3` included),
+    read as UTF-8 (a UTF-8 byte-order mark is accepted), and a key given twice in one mapping is
+    refused: PyYAML would keep the last silently, and BasicSR users edit long files by hand."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not an options file")
     if not path.is_file():
         raise ConfigError(f"{path}: options file not found")
+    text = decode_utf8(path.read_bytes(), str(path))
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load_unique(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -45,6 +53,67 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of options at the top level")
     return data
+
+
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def decode_utf8(raw: bytes, source: str) -> str:
+    """UTF-8 text with or without a byte-order mark. Windows editors (and PowerShell's `>`) may
+    save UTF-16; that is named rather than shown as a UnicodeDecodeError."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        utf16 = raw.startswith(UTF16_BOMS) or b"\x00" in raw[:200]
+        guess = "saved as UTF-16?" if utf16 else f"byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+        raise ConfigError(f"{source}: not UTF-8 text ({guess}); save the options file as UTF-8") from None
+    if "\x00" in text:  # ASCII saved as UTF-16 without a byte-order mark decodes, NULs included
+        raise ConfigError(f"{source}: not UTF-8 text (NUL bytes: saved as UTF-16?); save the options file as UTF-8")
+    return text
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A key given twice in one YAML mapping (the message names the key path and both lines)."""
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def safe_load_unique(text: str) -> Any:
+    """`yaml.safe_load(text)`, refusing a key given twice in one mapping. The document is composed
+    into nodes once, checked, then constructed by the same SafeLoader, so every type is
+    safe_load's; keys merged in with `<<: *anchor` may be overridden as YAML intends."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        refuse_duplicate_keys(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def refuse_duplicate_keys(node: yaml.Node, prefix: str = "", seen: set[int] | None = None) -> None:
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias: already checked where its anchor was defined
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            path = prefix
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != MERGE_TAG:
+                key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+                path = f"{prefix}.{key_node.value}" if prefix else key_node.value
+                if key in first_line:
+                    raise DuplicateKeyError(f"'{path}' is given twice (lines {first_line[key]} and {line}); "
+                                            f"YAML would keep only the last one, so delete one of them")
+                first_line[key] = line
+            refuse_duplicate_keys(value_node, path, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            refuse_duplicate_keys(item, f"{prefix}[{i}]", seen)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -69,7 +138,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
     """Set nested keys; intermediate mappings are created. Validation happens afterwards, so an
-    override with a typo is reported like a typo in the file."""
+    override with a typo is reported like a typo in the file.
+
+    `--set <section>=null` (or `~`) removes a section, as BasicSR users switch validation off
+    (`--set datasets.val=null`, `--set val=null`): a key whose value is a mapping is deleted, so
+    the section is absent, and a required section is then reported missing by name. Any other
+    key set to null holds None (`path.pretrain_network_g=~`, a dataset's `val_partition=null`)."""
     for text in overrides:
         parts, value = parse_override(text)
         node = data
@@ -80,7 +154,10 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> di
             if not isinstance(child, dict):
                 raise ConfigError(f"override '{text}': '{'.'.join(parts[:i + 1])}' is not a mapping")
             node = child
-        node[parts[-1]] = value
+        if value is None and isinstance(node.get(parts[-1]), dict):
+            del node[parts[-1]]
+        else:
+            node[parts[-1]] = value
     return data
 
 
@@ -100,6 +177,8 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):  # `val: ~` is no validation, not its defaults
+            return None
         for arg in typing.get_args(tp):
             try:
                 return _coerce(value, arg, source, key)
@@ -118,6 +197,9 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
             return tuple(_coerce(v, item_tp, source, f"{key}[{i}]") for i, v in enumerate(value))
     elif origin is dict or tp is dict:
         if isinstance(value, dict):
+            args = typing.get_args(tp)
+            if len(args) == 2:  # dict[str, X]: every value checked as X, named by its key
+                return {k: _coerce(v, args[1], source, f"{key}.{k}") for k, v in value.items()}
             return dict(value)
     elif tp is bool:
         if isinstance(value, bool):
