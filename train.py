@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -35,18 +36,20 @@ from vsr_accel.guards import (NonFiniteWatch, StopFlag, ignore_stop_signals, oom
                               workers_stopped)
 from vsr_accel.losses import build_pixel_loss
 from vsr_accel.meter import TrainMeter
-from vsr_accel.options import Options, load_options
+from vsr_accel.errors import ConfigError
+from vsr_accel.options import METRIC_TYPES, Options, load_options
 from vsr_accel.plan import format_plan
 from vsr_accel.prefetch import DevicePrefetcher
 from vsr_accel.rng import loader_generator, seed_everything
 from vsr_accel.run_state import Clocks, RunDirs, RunRecord, RunState, TrainState
-from vsr_accel.runlog import RunLogger
+from vsr_accel.runlog import RunLogger, require_wandb, wandb_run
 from vsr_accel.sampler import MultigridBatchSampler
 from vsr_accel.speed import SpeedSettings, apply_layout, enable_activation_checkpointing, maybe_compile, resolve_speed
-from vsr_accel.step import TrainStep, build_optimizer, flow_frozen_at, flow_parameter_names, set_flow_frozen, set_lr
+from vsr_accel.step import FreezePlan, TrainStep, build_optimizer, set_frozen, set_lr
 
 import datasets
 import models
+from datasets.video_io import save_restored_clip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,11 +84,31 @@ def run(args: argparse.Namespace) -> int:
         plan = recipe.plan(opt, world_size=world, crop_multiple=models.required_multiple(opt.network_g))
         print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
         return 0
-    ctx = init_distributed(args.device)
+    device = check_launch(opt, int(os.environ.get("WORLD_SIZE", 1)), args.device)
+    ctx = init_distributed(device, backend=opt.dist_params.backend)
     try:
         return train(opt, args, ctx)
     finally:
         shutdown(ctx)
+
+
+def check_launch(opt: Options, world_size: int, device: str | None) -> str | None:
+    """BasicSR's launch keys, each checked against what torchrun started: `is_train`,
+    `model_type` (against the network), `num_gpu` (auto, 0 = CPU, or the number of processes:
+    there is no DataParallel here) and `dist_params.port`. Returns the device to use."""
+    if not opt.is_train:
+        raise ConfigError(f"{opt.source}: 'is_train' is false, which is for test options; train.py trains")
+    models.check_model_type(opt.model_type, opt.network_g)
+    if opt.num_gpu == 0:
+        return device or "cpu"
+    if opt.num_gpu != "auto" and opt.num_gpu != world_size:
+        raise ConfigError(f"{opt.source}: 'num_gpu' is {opt.num_gpu!r} but this run has {world_size} process(es): "
+                          f"vsr-accel runs one process per GPU (no DataParallel), so launch with python -m "
+                          f"torch.distributed.run --nproc_per_node={opt.num_gpu} or set num_gpu: auto")
+    port = os.environ.get("MASTER_PORT")
+    if world_size > 1 and opt.dist_params.port is not None and port and int(port) != opt.dist_params.port:
+        print(f"note: dist_params.port {opt.dist_params.port} is not used: torchrun's --master_port ({port}) decides")
+    return device
 
 
 # -- components from options (the options -> explicit arguments boundary) -------------------------
@@ -94,7 +117,8 @@ def build_model(opt: Options, speed: SpeedSettings, device: torch.device) -> tor
     if opt.train.checkpoint_propagation:
         enable_activation_checkpointing(model, opt.network_g["type"], opt.source)
     if opt.path.pretrain_network_g:
-        state = read_weights(opt.path.pretrain_network_g, opt.path.param_key_g)
+        state = models.to_basicsr_keys(opt.network_g["type"], read_weights(opt.path.pretrain_network_g,
+                                                                            opt.path.param_key_g))
         if opt.path.strict_load_g:
             load_weights_strict(model, state, opt.path.pretrain_network_g)
         else:
@@ -105,7 +129,7 @@ def build_model(opt: Options, speed: SpeedSettings, device: torch.device) -> tor
 def build_step(opt: Options, model: torch.nn.Module, speed: SpeedSettings) -> TrainStep:
     tr, o = opt.train, opt.train.optim_g
     optimizer = build_optimizer(model, type=o.type, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
-                                flow_lr_mul=tr.flow_lr_mul, fused=o.fused, foreach=o.foreach)
+                                flow_lr_mul=tr.flow_lr_mul, dcn_lr_mul=tr.dcn_lr_mul, fused=o.fused, foreach=o.foreach)
     return TrainStep(model, optimizer, build_pixel_loss(**dataclasses.asdict(tr.pixel_opt)),
                      amp_dtype=speed.amp_dtype, channels_last=speed.channels_last, grad_accum=tr.grad_accum,
                      grad_clip=tr.grad_clip, ema=EMA(model, tr.ema_decay) if tr.ema_decay > 0 else None,
@@ -131,13 +155,29 @@ def build_loader(opt: Options, dataset, sampler: MultigridBatchSampler, ctx: Dis
         generator=loader_generator(opt.manual_seed, ctx.rank, sampler.start_iter))
 
 
-def validate(model: torch.nn.Module, val_set, opt: Options, device: torch.device) -> dict:
-    psnr = opt.val.metrics.get("psnr", {})
+def validation_sets(opt: Options, ctx: DistContext) -> dict[str, tuple[str, object]]:
+    """BasicSR validates on `datasets.val` and every `datasets.val_*`: phase -> (its `name`, the
+    dataset). Rank 0 only; the others wait at the barrier."""
+    if opt.val is None or not ctx.is_main:
+        return {}
+    return {p: (opt.datasets[p].get("name", p), datasets.build_dataset(opt.dataset_kwargs(p), phase="val"))
+            for p in opt.datasets if p == "val" or p.startswith("val_")}
+
+
+def validate(model: torch.nn.Module, name: str, val_set, opt: Options, device: torch.device, it: int,
+             visualization: Path) -> dict[str, float]:
+    """The scores `val.metrics` lists (PSNR and SSIM when it lists none), one protocol for all;
+    `val.save_img` writes the restored frames to visualization/<set>/<clip>/<frame>_<iter>.png."""
+    metrics = opt.val.metrics or {"psnr": None, "ssim": None}
+    first = next((m for m in metrics.values() if m is not None), None)
     window = None if models.is_recurrent(model) else getattr(model, "num_frame", None)
+    save = (lambda clip, sr, item: save_restored_clip(visualization / name / clip, sr, item["frame_names"], str(it))) \
+        if opt.val.save_img else None
     table = evaluate(lambda lq: restore_clip(model, lq, device, window), val_set,
-                     crop_border=int(psnr.get("crop_border", 0)), test_y_channel=bool(psnr.get("test_y_channel", False)),
-                     center_frame_only=opt.val.center_frame_only, max_clips=opt.val.max_clips)
-    return {"psnr": table.psnr, "ssim": table.ssim}
+                     crop_border=first.crop_border if first else 0, test_y_channel=first.test_y_channel if first else False,
+                     center_frame_only=opt.val.center_frame_only, flip_seq=opt.val.flip_seq, max_clips=opt.val.max_clips,
+                     on_clip=save)
+    return {key: getattr(table, METRIC_TYPES[m.type] if m else key) for key, m in metrics.items()}
 
 
 def log_window(log: RunLogger, meter: TrainMeter, done: int, total: int, lr: float, stage, ctx: DistContext) -> None:
@@ -152,6 +192,9 @@ def log_window(log: RunLogger, meter: TrainMeter, done: int, total: int, lr: flo
 
 # -- the recipe --------------------------------------------------------------------------------
 def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
+    dirs = RunDirs(Path(opt.path.experiments_root) / opt.name)
+    if ctx.is_main:  # a run folder that cannot be written fails now, not after the model and data are built
+        dirs.check_writable(resuming=args.auto_resume or bool(opt.path.resume_state))
     if opt.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(opt.manual_seed, ctx.rank)
@@ -162,63 +205,72 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
                                        max_frames=getattr(train_set, "max_frames", None),
                                        min_lr_size=getattr(train_set, "min_lr_size", None))
     lr_schedule = recipe.build_lr_schedule(opt, schedule, ctx.world_size)
-    validating = "val" in opt.datasets and opt.val is not None
-    val_set = datasets.build_dataset(opt.dataset_kwargs("val"), phase="val") if validating and ctx.is_main else None
+    val_sets = validation_sets(opt, ctx)
     step = build_step(opt, model, speed)
+    section = opt.dataset_section("train")
     sampler = MultigridBatchSampler(schedule, len(train_set), rank=ctx.rank, world_size=ctx.world_size,
-                                    grad_accum=opt.train.grad_accum, seed=opt.manual_seed)
+                                    grad_accum=opt.train.grad_accum, seed=opt.manual_seed,
+                                    enlarge_ratio=section.get("dataset_enlarge_ratio", 1),
+                                    shuffle=section.get("use_shuffle", True))
     live = TrainState(model, step.optimizer, sampler, step.ema, step.scaler)
 
     # resume; every input is checked before the run folder is touched, so a bad start harms no earlier run
-    dirs = RunDirs(Path(opt.path.experiments_root) / opt.name)
-    run_state = RunState(dirs, RunRecord.of(opt.to_dict(), opt.results_hash(), schedule), ctx, opt.logger.keep_last)
+    record = RunRecord.of(opt.to_dict(), opt.results_hash(), schedule, opt.train.grad_accum)
+    run_state = RunState(dirs, record, ctx, opt.logger.keep_last)
     found = run_state.find(opt.path.resume_state, args.auto_resume)
     if found is not None:
         run_state.check_compatible(found, args.force_resume)
         run_state.restore(found, live)
     start_iter = found.iteration if found else 0
-    stale = run_state.prepare_dir(resuming=args.auto_resume or found is not None, options=opt.to_dict())
-    log = RunLogger(dirs.log_file, dirs.tb if opt.logger.use_tb_logger else None, enabled=ctx.is_main)
-    for path in stale:
-        log.info(f"removed {path}: the temp file of an interrupted save")
-    if found is not None:
-        log.info(f"resumed from {found.path} at iteration {start_iter}")
-    if start_iter >= schedule.total_iter:
-        log.info(f"nothing to do: already at iteration {start_iter} of {schedule.total_iter}")
-        log.close()
-        return 0
-    log.info(f"training {opt.network_g['type']} on {ctx.device} x{ctx.world_size}: {schedule.total_iter} iterations, "
-             f"{len(schedule.stages)} stage(s), compute ratio {schedule.compute_ratio():.2f}x")
-    meter = TrainMeter(ctx.device, found.clocks if found else Clocks())
-    try:
-        return loop(opt, ctx, schedule, lr_schedule, step, live, run_state, log, meter,
-                    build_loader(opt, train_set, sampler, ctx), val_set, start_iter)
-    finally:
-        log.close()
+    if ctx.is_main:
+        require_wandb(opt.logger.wandb.project, opt.source)
+    batches = iter(build_loader(opt, train_set, sampler, ctx) if start_iter < schedule.total_iter else ())
+    with workers_stopped(batches):
+        first = next(batches, None)  # the first batch is read (and checked) before the run folder is touched
+        stale = run_state.prepare_dir(resuming=args.auto_resume or found is not None, options=opt.to_dict())
+        log = RunLogger(dirs.log_file, dirs.tb if opt.logger.use_tb_logger else None, enabled=ctx.is_main,
+                        better={k: m.better for k, m in opt.val.metrics.items()} if opt.val else None,
+                        wandb=wandb_run(opt.logger.wandb.project, resume_id=opt.logger.wandb.resume_id, name=opt.name,
+                                        config=opt.to_dict(), folder=dirs.root, source=opt.source)
+                        if ctx.is_main else None)
+        try:
+            for path in stale:
+                log.info(f"removed {path}: the temp file of an interrupted save")
+            if found is not None:
+                log.info(f"resumed from {found.path} at iteration {start_iter}")
+            if first is None:
+                log.info(f"nothing to do: already at iteration {start_iter} of {schedule.total_iter}")
+                return 0
+            log.info(f"training {opt.network_g['type']} on {ctx.device} x{ctx.world_size}: {schedule.total_iter} "
+                     f"iterations, {len(schedule.stages)} stage(s), compute ratio {schedule.compute_ratio():.2f}x")
+            meter = TrainMeter(ctx.device, found.clocks if found else Clocks())
+            return loop(opt, ctx, schedule, lr_schedule, step, live, run_state, log, meter,
+                        itertools.chain([first], batches), val_sets, start_iter)
+        finally:
+            log.close()
 
 
 def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep, live: TrainState,
-         run_state: RunState, log: RunLogger, meter: TrainMeter, loader, val_set, start_iter: int) -> int:
+         run_state: RunState, log: RunLogger, meter: TrainMeter, batches, val_sets: dict, start_iter: int) -> int:
     """Iterations start_iter .. total_iter: one optimizer step per `grad_accum` batches."""
-    model, total, accum, fix_flow = step.model, schedule.total_iter, opt.train.grad_accum, opt.train.fix_flow
-    validating = "val" in opt.datasets and opt.val is not None
-    flow_frozen = flow_frozen_at(start_iter, fix_flow) and bool(flow_parameter_names(model))
-    set_flow_frozen(model, flow_frozen)
+    model, total, accum = step.model, schedule.total_iter, opt.train.grad_accum
+    validating = opt.val is not None and any(p == "val" or p.startswith("val_") for p in opt.datasets)
+    freeze = FreezePlan(fix_flow=opt.train.fix_flow, tsa_iter=opt.train.tsa_iter)
+    frozen = freeze.frozen(model, start_iter)
+    set_frozen(model, frozen)
     wrap = lambda: maybe_compile(wrap_ddp(model, ctx, opt.find_unused_parameters), opt.train.compile,  # noqa: E731
                                  len(schedule.stages))
     step.net, nonfinite, it = wrap(), NonFiniteWatch(ctx.device), start_iter
-    batches = iter(loader)
-    with StopFlag() as stop, workers_stopped(batches), \
-            oom_names_stage(lambda: recipe.describe_stage(schedule.stage_at(min(it, total - 1)))):
+    with StopFlag() as stop, oom_names_stage(lambda: recipe.describe_stage(schedule.stage_at(min(it, total - 1)))):
         meter.start()
         for micro, batch in enumerate(meter.batches(DevicePrefetcher(batches, ctx.device))):
             it, last_micro = start_iter + micro // accum, micro % accum == accum - 1
             stage = schedule.stage_at(it)
             if micro % accum == 0:
-                if flow_frozen and not flow_frozen_at(it, fix_flow):
-                    flow_frozen = False
-                    set_flow_frozen(model, False)
-                    step.net = wrap()
+                if freeze.may_change_at(it) and freeze.frozen(model, it) != frozen:
+                    frozen = freeze.frozen(model, it)
+                    set_frozen(model, frozen)
+                    step.net = wrap()  # DDP registers only trainable parameters
                 set_lr(step.optimizer, lambda mul: lr_schedule.lr_at(it, mul))
                 step.zero_grad()
             lq = batch["lq"].to(ctx.device, non_blocking=True)  # already there (prefetched on CUDA, CPU as is)
@@ -243,8 +295,9 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
                 log_window(log, meter, done, total, step.optimizer.param_groups[0]["lr"], stage, ctx)
             if save_now or stop_now:
                 run_state.save(live, done, meter.clocks)
-            if val_now and val_set is not None:  # rank 0 validates; the others wait at the barrier
-                log.val(done, validate(step.ema.model if step.ema else model, val_set, opt, ctx.device))
+            for phase, (name, val_set) in val_sets.items() if val_now else ():  # rank 0; the others wait
+                log.val(done, validate(step.ema.model if step.ema else model, name, val_set, opt, ctx.device, done,
+                                       run_state.dirs.root / "visualization"), dataset=phase if phase == "val" else name)
             if val_now or save_now:
                 barrier(ctx)
             if stop_now and done < total:

@@ -18,6 +18,7 @@ import torch
 
 from vsr_accel.errors import DataError
 from vsr_accel.fsio import atomic_write_bytes, fsync_dir, remove_stale_temps
+from vsr_accel.inference import quantize
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FRAME_NAME = "{:08d}.png"
@@ -188,6 +189,18 @@ class FrameFolder:
 
     def read(self, index: int) -> np.ndarray:
         return read_image(self.path(index))
+
+def save_restored_clip(folder: Path, frames: torch.Tensor, names: Sequence[str], suffix: str) -> list[Path]:
+    """`val.save_img`: a validation's restored clip (float (T, 3, H, W) in [0, 1]) as
+    `<folder>/<frame name>_<suffix>.png` (BasicSR's visualization layout; the suffix is the
+    iteration during training), quantised like BasicSR's tensor2img, each written atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}_{suffix}.png" for name in names]
+    for path, frame in zip(paths, quantize(frames)):
+        atomic_write_bytes(path, encode_png(frame), sync_dir=False)
+    fsync_dir(folder)
+    return paths
+
 
 def write_mp4(frames: Sequence[Path], target: Path, fps: float) -> None:
     """Encode the image files `frames` (in order) into an mp4 (OpenCV's 'mp4v'), written under a

@@ -26,7 +26,8 @@ from models.edvr import EDVR, EDVR_M_DEFAULTS
 from models.iconvsr import IconVSR
 from vsr_accel.errors import ConfigError
 
-__all__ = ["build_network", "network_arguments", "is_recurrent", "required_multiple", "to_basicsr_keys", "NETWORKS",
+__all__ = ["build_network", "network_arguments", "is_recurrent", "required_multiple", "to_basicsr_keys",
+           "check_model_type", "NETWORKS",
            "BasicVSR", "BasicVSRPlusPlus", "EDVR", "IconVSR"]
 
 
@@ -55,14 +56,19 @@ class NetworkEntry:
     # Whether these arguments make the network take HR-size input that it brings down to the
     # working resolution with two stride-2 stages: the input sides then need 4x the multiple.
     hr_input: Callable[[Mapping[str, Any]], bool] = _never_hr_input
+    # BasicSR's `model_type`s that train this network the way vsr-accel does.
+    model_types: tuple[str, ...] = ("VideoRecurrentModel",)
 
+
+SLIDING_WINDOW_MODELS = ("EDVRModel", "VideoBaseModel")
 
 NETWORKS: dict[str, NetworkEntry] = {
     "BasicVSR": NetworkEntry(BasicVSR),
     "BasicVSRM": NetworkEntry(BasicVSR, BASICVSR_M_DEFAULTS),
     "BasicVSRPlusPlus": NetworkEntry(BasicVSRPlusPlus, hr_input=_basicvsrpp_hr_input),
-    "EDVR": NetworkEntry(EDVR, crop_multiple=4, hr_input=_edvr_hr_input),
-    "EDVRM": NetworkEntry(EDVR, EDVR_M_DEFAULTS, crop_multiple=4, hr_input=_edvr_hr_input),
+    "EDVR": NetworkEntry(EDVR, crop_multiple=4, hr_input=_edvr_hr_input, model_types=SLIDING_WINDOW_MODELS),
+    "EDVRM": NetworkEntry(EDVR, EDVR_M_DEFAULTS, crop_multiple=4, hr_input=_edvr_hr_input,
+                          model_types=SLIDING_WINDOW_MODELS),
     "IconVSR": NetworkEntry(IconVSR),
 }
 
@@ -190,3 +196,14 @@ def required_multiple(network: str | Mapping[str, Any]) -> int:
     entry = _entry(spec.get("type"), "network_g")
     return entry.crop_multiple * (4 if entry.hr_input({**entry.defaults, **spec}) else 1)
 
+
+def check_model_type(model_type: str | None, spec: Mapping[str, Any], key: str = "model_type") -> None:
+    """BasicSR's `model_type` picks the training loop; here the network does, so the option is
+    checked against it (a BasicSR file with EDVRModel for a BasicVSR is a mistake worth naming).
+    None (not given) accepts any network."""
+    if model_type is None:
+        return
+    entry = _entry(spec.get("type"), "network_g")
+    if model_type not in entry.model_types:
+        raise ConfigError(f"{key}: {model_type!r} does not train {spec.get('type')} (use "
+                          f"{' or '.join(entry.model_types)}, or leave it out)")

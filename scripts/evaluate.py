@@ -86,13 +86,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def phase_protocol(opt: Options) -> Protocol:
-    """The protocol the options file asks for (BasicSR's keys). `val.flip_seq` is read with a
-    default until the options schema carries it."""
-    psnr_opt = (opt.val.metrics.get("psnr", {}) if opt.val else {}) or {}
-    return Protocol(test_y_channel=bool(psnr_opt.get("test_y_channel", False)),
-                    crop_border=int(psnr_opt.get("crop_border", 0)),
-                    center_frame_only=bool(opt.val.center_frame_only) if opt.val else False,
-                    flip_seq=bool(getattr(opt.val, "flip_seq", False)) if opt.val else False)
+    """The protocol the options file asks for (BasicSR's keys: `val.metrics.*.test_y_channel` /
+    `crop_border`, one protocol for every metric, `val.center_frame_only`, `val.flip_seq`)."""
+    if opt.val is None:
+        return Protocol()
+    metric = next(iter(opt.val.metrics.values()), None)
+    return Protocol(test_y_channel=metric.test_y_channel if metric else False,
+                    crop_border=metric.crop_border if metric else 0,
+                    center_frame_only=opt.val.center_frame_only, flip_seq=opt.val.flip_seq)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -194,3 +194,55 @@ def test_core_modules_import_without_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "2.18x" in result.stdout
+
+
+# -- custom stage lists (the paper's Table 9) -----------------------------------------------------
+
+TABLE9 = [*({"lr_crop": c, "num_frames": f, "iters": 12_500} for c in (32, 64) for f in (7, 11, 15)),
+          {"lr_crop": 72, "num_frames": 17, "iters": 20_000}]
+
+
+def test_custom_stages_run_in_the_given_order_and_may_exceed_the_baseline():
+    schedule = build_schedule("custom", 95_000, 64, 15, 4, stages=TABLE9)
+    assert schedule.describe() == "32&7 / 32&11 / 32&15 / 64&7 / 64&11 / 64&15 / 72&17"
+    assert [s.iters for s in schedule.stages] == [12_500] * 6 + [20_000]
+    assert schedule.stage_at(94_999).lr_crop == 72 and schedule.boundaries[-1] == 75_000
+    # compute stays relative to the 64&15 baseline; the extra stage costs more than a baseline iteration
+    assert schedule.compute_per_iter(schedule.stages[-1]) == pytest.approx(72 ** 2 * 17 / (64 ** 2 * 15))
+
+
+def test_custom_stage_batch_and_lr_overrides():
+    schedule = build_schedule("custom", 30, 64, 15, 4, stages=[
+        {"lr_crop": 32, "num_frames": 7, "iters": 10, "batch_per_device": 16, "lr": 2e-4},
+        {"lr_crop": 64, "num_frames": 15, "iters": 20}])
+    assert [(s.batch_per_device, s.lr) for s in schedule.stages] == [(16, 2e-4), (4, None)]
+
+
+@pytest.mark.parametrize("stages, kwargs, fragments", [
+    (TABLE9[:2], {}, ["train.curriculum.stages", "sum to 25000", "95000"]),
+    ([{"lr_crop": 32, "num_frames": 7}], {}, ["train.curriculum.stages[0].iters", "missing"]),
+    ([{"lr_crop": 32, "num_frames": 7, "iters": 95_000, "frames": 3}], {}, ["stages[0].frames", "num_frames"]),
+    ([{"lr_crop": 30, "num_frames": 7, "iters": 95_000}], {"crop_multiple": 4}, ["stages[0].lr_crop", "multiple of 4"]),
+    ([{"lr_crop": 32, "num_frames": 120, "iters": 95_000}], {"max_frames": 100}, ["stages[0].num_frames", "120"]),
+    ([], {}, ["train.curriculum.stages", "empty"]),
+    (TABLE9, {"stage_iters": [1] * 7}, ["train.curriculum.stage_iters", "custom"]),
+])
+def test_bad_custom_stages_name_the_stage(stages, kwargs, fragments):
+    with pytest.raises(ConfigError) as info:
+        build_schedule("custom", 95_000, 64, 15, 4, stages=stages, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and all(f in message for f in fragments), message
+
+
+def test_stages_belong_to_custom_only():
+    with pytest.raises(ConfigError, match="stages: only used by type 'custom'"):
+        build_schedule("multigrid", 60, 64, 15, 4, stages=TABLE9)
+
+
+def test_a_derived_shape_names_the_option_the_user_wrote():
+    with pytest.raises(ConfigError, match=r"^datasets.train.num_frame 10000: clip length 10000 is longer"):
+        build_schedule("none", 10, 64, 10_000, 4, max_frames=100,
+                       baseline_keys=("datasets.train.gt_size 256 (LR crop 64)", "datasets.train.num_frame 10000"))
+    with pytest.raises(ConfigError, match=r"^datasets.train.gt_size 256 \(LR crop 64\): crop 64 is larger than the LR"):
+        build_schedule("none", 10, 64, 15, 4, max_lr_crop=45,
+                       baseline_keys=("datasets.train.gt_size 256 (LR crop 64)", "datasets.train.num_frame 15"))

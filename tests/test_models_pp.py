@@ -23,6 +23,7 @@ from models import build_network, is_recurrent, network_arguments, required_mult
 from models.basicvsrpp import BasicVSRPlusPlus
 from models.convert import convert_mmagic_basicvsrpp, is_mmagic_state, to_basicsr_keys
 from models.edvr import EDVR
+from vsr_accel.step import flow_parameter_names
 from models.iconvsr import IconVSR, keyframe_indices, reflect_index, temporal_padding_order
 from tests.basicsr_ref import load
 from vsr_accel.checkpoint import load_weights_strict, read_weights
@@ -410,17 +411,17 @@ def test_temporal_padding_equals_basicsr_and_folds_short_clips_into_range():
 
 
 def test_flow_part_names_fit_train_py_and_basicsr():
-    """train.py's fix_flow / flow_lr_mul select names starting with 'spynet.' or 'edvr.';
-    BasicSR's VideoRecurrentModel freezes names containing 'spynet' or 'edvr'."""
+    """The trainer's fix_flow (vsr_accel.step.flow_parameter_names) freezes exactly what BasicSR's
+    VideoRecurrentModel freezes: names containing 'spynet' or 'edvr'."""
     net = IconVSR(**TINY_ICON)
     ours = {n for n, _ in net.named_parameters() if n.startswith(("spynet.", "edvr."))}
     basicsr = {n for n, _ in net.named_parameters() if "spynet" in n or "edvr" in n}
     assert ours == basicsr
     count = sum(1 for _ in net.spynet.parameters()) + sum(1 for _ in net.edvr.parameters())
     assert len(ours) == count
-    assert train.flow_parameter_names(net) == [n for n, _ in net.named_parameters() if n in ours]
+    assert flow_parameter_names(net) == [n for n, _ in net.named_parameters() if n in ours]
     pp = BasicVSRPlusPlus(**TINY_PP)
-    assert set(train.flow_parameter_names(pp)) == {n for n, _ in pp.named_parameters() if n.startswith("spynet.")}
+    assert set(flow_parameter_names(pp)) == {n for n, _ in pp.named_parameters() if n.startswith("spynet.")}
 
 
 def test_frozen_flow_part_runs_without_autograd_and_keeps_the_output():
@@ -570,3 +571,33 @@ def test_infer_runs_both_models_whole_and_chunked(tmp_path, network, spec):
     chunked = read_frames(tmp_path / "chunked")
     assert len(chunked) == 5 and all(f.shape == (80, 96, 3) for f in chunked)
     assert np.abs(np.stack(chunked).astype(int) - np.stack(whole).astype(int)).mean() < 8
+
+
+def test_mmagic_checkpoint_loads_where_models_are_loaded(tmp_path):
+    """The loader hook: an MMagic-format BasicVSR++ file ({'state_dict': {'generator.' ...}})
+    restores exactly like the BasicSR-format file in infer.py, and initialises train.py's model."""
+    net = perturb(BasicVSRPlusPlus(**TINY_PP), seed=23).eval()
+    basicsr_file, mmagic_file = tmp_path / "basicsr.pth", tmp_path / "mmagic.pth"
+    torch.save({"params": net.state_dict()}, basicsr_file)
+    torch.save({"meta": {}, "state_dict": {mmagic_key(k): v for k, v in net.state_dict().items()}}, mmagic_file)
+    lr_dir = write_frames(tmp_path / "lr", 3)
+    outputs = {}
+    for name, checkpoint in (("basicsr", basicsr_file), ("mmagic", mmagic_file)):
+        assert infer.main(["--input", str(lr_dir), "--output", str(tmp_path / name), "--checkpoint", str(checkpoint),
+                           "--network", "BasicVSRPlusPlus", "--network-args",
+                           *(f"{k}={v}" for k, v in TINY_PP.items()), "--device", "cpu", "--no-progress"]) == 0
+        outputs[name] = np.stack(read_frames(tmp_path / name))
+    assert np.array_equal(outputs["basicsr"], outputs["mmagic"])
+
+    from tests.conftest import make_reds_like, tiny_options, write_options
+    import train
+    from vsr_accel.speed import resolve_speed
+    from vsr_accel.options import load_options
+
+    data = make_reds_like(tmp_path / "reds", {"000": 6})
+    options = tiny_options(data, tmp_path / "exp")
+    options["network_g"] = {"type": "BasicVSRPlusPlus", **TINY_PP}
+    options["path"].update(pretrain_network_g=str(mmagic_file), param_key_g=None)
+    opt = load_options(write_options(tmp_path / "o.yml", options))
+    model = train.build_model(opt, resolve_speed("none", False, torch.device("cpu")), torch.device("cpu"))
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in model.state_dict().items())

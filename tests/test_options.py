@@ -187,3 +187,12 @@ def test_training_runs_without_validation_when_a_section_is_set_to_null(tiny_red
     assert train.main(["-opt", opt, "--set", override]) == 0
     log = (tmp_path / "exp" / "tiny" / "train.log").read_text()
     assert "iter       2/2" in log and "val @" not in log
+
+
+def test_a_null_dataset_phase_is_no_phase(tmp_path):
+    """`--set datasets.val=null` on a file without datasets.val (or `val: ~` in the file) means no
+    validation set, not a section without a type."""
+    data = dict(BASE)
+    data["datasets"] = {k: v for k, v in BASE["datasets"].items() if k != "val"}
+    path = write(tmp_path, data)
+    assert "val" not in load_options(path, ["datasets.val=null"]).datasets

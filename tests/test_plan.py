@@ -6,9 +6,13 @@ import math
 
 import pytest
 
+from pathlib import Path
+
 from vsr_accel.curriculum import build_schedule
 from vsr_accel.lr import LRSchedule
 from vsr_accel.plan import format_plan, plan_dict
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -58,3 +62,36 @@ def test_baseline_plan_has_one_stage_and_no_speedup():
     assert len(plan["stages"]) == 1 and plan["compute_ratio"] == 1.0
     assert plan["stages"][0]["lr_start"] == pytest.approx(2e-4)
     assert "1.00x" in format_plan(plan)
+
+
+def test_plan_of_a_custom_stage_list_from_the_options_file(tmp_path, capsys):
+    """The paper's Table 9 recipe as options: six default stages and an extra 72&17 one."""
+    import json
+
+    import yaml
+
+    import train
+
+    data = yaml.safe_load((REPO / "options" / "basicvsr_m_multigrid.yml").read_text())
+    stages = [{"lr_crop": c, "num_frames": f, "iters": 12_500} for c in (32, 64) for f in (7, 11, 15)]
+    data["train"]["curriculum"] = {"type": "custom", "stages": [*stages, {"lr_crop": 72, "num_frames": 17, "iters": 20_000}]}
+    data["train"]["total_iter"] = 95_000
+    path = tmp_path / "t9.yml"
+    path.write_text(yaml.safe_dump(data))
+    assert train.main(["-opt", str(path), "--plan", "--json", "--world-size", "8"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [(s["lr_crop"], s["frames"], s["iters"]) for s in plan["stages"]][-2:] == [(64, 15, 12_500), (72, 17, 20_000)]
+    assert plan["lr_restarts"] == [12_500 * i for i in range(1, 7)]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "options").glob("*.yml")), ids=lambda p: p.name)
+def test_every_shipped_options_file_loads_and_plans(path):
+    """Each recipe passes every option rule and prints a plan (what `train.py --plan` shows)."""
+    import models
+    from vsr_accel import recipe
+    from vsr_accel.options import load_options
+
+    opt = load_options(path)
+    models.check_model_type(opt.model_type, opt.network_g)
+    plan = recipe.plan(opt, world_size=8, crop_multiple=models.required_multiple(opt.network_g))
+    assert plan["total_iter"] == sum(stage["iters"] for stage in plan["stages"]) > 0

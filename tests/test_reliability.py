@@ -239,15 +239,15 @@ def test_torchrun_restarts_group_after_a_worker_is_killed_and_resumes(tiny_reds,
 
 # -- NaN / Inf ------------------------------------------------------------------------------------
 
-# lr 1e30: iteration 1 is finite, iteration 2's loss overflows. SpyNet stays frozen (fix_flow: 2)
-# for those iterations: torch's CPU grid_sample backward crashes on NaN coordinates with
+# lr 1e30: iteration 1 is finite, iteration 2's loss overflows. SpyNet stays frozen (fix_flow: 3,
+# BasicSR's semantics: frozen while the 1-based iteration < 3) for those iterations: torch's CPU grid_sample backward crashes on NaN coordinates with
 # padding_mode='border' (SpyNet's warp), which would kill the process before any check.
 
 def test_nonfinite_loss_stops_before_the_save_and_keeps_last_good_checkpoint(tiny_reds, tmp_path, capsys):
     """Iteration 1 is saved; nan_check_freq is large, so the check that fires at iteration 2 is the
     one every save does first."""
     options = cheap(run_options(tiny_reds, tmp_path / "exp", nan_check_freq=100, optim_g={"type": "Adam", "lr": 1e30}),
-                    fix_flow=2)
+                    fix_flow=3)
     options["logger"].update(save_checkpoint_freq=1, print_freq=100)
     assert train.main(["-opt", write_options(tmp_path / "o.yml", options)]) == 2
     err = capsys.readouterr().err
@@ -261,7 +261,7 @@ def test_nonfinite_loss_stops_before_the_save_and_keeps_last_good_checkpoint(tin
 
 def test_nonfinite_loss_is_named_exactly_though_checked_every_few_steps(tiny_reds, tmp_path, capsys):
     options = cheap(run_options(tiny_reds, tmp_path / "exp", nan_check_freq=3, optim_g={"type": "Adam", "lr": 1e30}),
-                    fix_flow=2)
+                    fix_flow=3)
     options["logger"].update(save_checkpoint_freq=100, print_freq=100)
     assert train.main(["-opt", write_options(tmp_path / "o.yml", options)]) == 2
     err = capsys.readouterr().err

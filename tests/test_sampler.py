@@ -236,3 +236,31 @@ def test_bad_setups_and_mismatched_states():
     with pytest.raises(ValueError):
         resumed.set_start_iter(2)  # before the checkpoint: unknown history
     assert resumed.cursor_at(3) == StreamCursor(state["consumed"], state["epoch"], state["offset"])
+
+
+def test_dataset_enlarge_ratio_repeats_every_clip_within_an_epoch_like_basicsr():
+    """BasicSR's EnlargedSampler: an epoch is a permutation of len x ratio positions modulo len."""
+    schedule = build_schedule("none", 6, 8, 3, 2)
+    sampler = MultigridBatchSampler(schedule, 5, enlarge_ratio=2, seed=4)
+    indices = [key.index for batch in sampler for key in batch][:10]  # one epoch: 10 positions, 5 batches
+    assert sorted(indices) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    plain = [key.index for batch in MultigridBatchSampler(schedule, 5, seed=4) for key in batch]
+    assert indices != plain[:10]
+
+
+def test_use_shuffle_false_keeps_the_dataset_order():
+    schedule = build_schedule("none", 4, 8, 3, 2)
+    sampler = MultigridBatchSampler(schedule, 4, shuffle=False)
+    assert [[key.index for key in batch] for batch in sampler] == [[0, 1], [2, 3], [0, 1], [2, 3]]
+
+
+def test_resume_refuses_another_enlarge_ratio_and_continues_with_the_same():
+    schedule = build_schedule("none", 8, 8, 3, 2)
+    whole = [[k.index for k in b] for b in MultigridBatchSampler(schedule, 5, enlarge_ratio=3, seed=1)]
+    first = MultigridBatchSampler(schedule, 5, enlarge_ratio=3, seed=1)
+    resumed = MultigridBatchSampler(schedule, 5, enlarge_ratio=3, seed=1)
+    resumed.load_state_dict(first.state_dict(next_iter=5))
+    assert [[k.index for k in b] for b in resumed] == whole[5:]
+    other = MultigridBatchSampler(schedule, 5, enlarge_ratio=1, seed=1)
+    with pytest.raises(CheckpointError, match="enlarge_ratio=3"):
+        other.load_state_dict(first.state_dict(next_iter=5))

@@ -229,3 +229,64 @@ def test_torchrun_two_processes_cross_stage_boundaries(tiny_reds, tmp_path):
     assert [p.name for p in states] == ["4.state"]
     state = torch.load(states[0], weights_only=True)
     assert state["world_size"] == 2 and len(state["rng"]) == 2
+
+
+def test_fix_flow_freezes_spynet_exactly_as_long_as_basicsr(tiny_reds, tmp_path):
+    """BasicSR's VideoRecurrentModel: frozen at 1-based iteration 1, trainable from iteration
+    `fix_flow` on. With fix_flow 2, SpyNet must already change in iteration 2."""
+    from vsr_accel.step import flow_frozen_at
+
+    basicsr_frozen = []  # BasicSR's optimize_parameters(current_iter), replayed
+    frozen = False
+    for current_iter in range(1, 7):
+        if current_iter == 1:
+            frozen = True
+        elif current_iter == 4:
+            frozen = False
+        basicsr_frozen.append(frozen)
+    assert [flow_frozen_at(t, 4) for t in range(6)] == basicsr_frozen == [True, True, True, False, False, False]
+    assert not any(flow_frozen_at(t, None) or flow_frozen_at(t, 0) for t in range(3))
+
+    data = tiny_options(tiny_reds, tmp_path / "exp", total_iter=2, fix_flow=2, curriculum={"type": "none"})
+    data["logger"]["save_checkpoint_freq"] = 1
+    assert run_train(write_options(tmp_path / "o.yml", data)) == 0
+    first, second = final_weights(tmp_path / "exp", 1), final_weights(tmp_path / "exp", 2)
+    torch.manual_seed(3)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        init = models.build_network(data["network_g"]).state_dict()
+    spynet = [k for k in init if k.startswith("spynet.")]
+    assert all(torch.equal(first[k], init[k]) for k in spynet)            # iteration 1: frozen
+    assert any(not torch.equal(second[k], first[k]) for k in spynet)      # iteration 2: trained
+
+
+def test_resume_with_another_global_batch_is_refused_with_the_grad_accum_that_keeps_it(tiny_reds, tmp_path, capsys):
+    """Processes x grad_accum is the global batch (and, by linear scaling, the LR). A resume
+    that changes it is refused with the numbers, or continues under --force-resume, saying so."""
+    data = tiny_options(tiny_reds, tmp_path / "exp", total_iter=4, curriculum={"type": "none"})
+    data["logger"]["save_checkpoint_freq"] = 2
+    opt = write_options(tmp_path / "o.yml", data)
+    assert run_train(opt, "--set", "train.total_iter=4") == 0
+    state = tmp_path / "exp" / "tiny" / "training_states" / "2.state"
+    (tmp_path / "exp" / "tiny" / "training_states" / "4.state").unlink()
+    capsys.readouterr()
+    assert run_train(opt, "--auto_resume", "--set", "train.grad_accum=2") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{state}: cannot resume: the global batch changes" in err
+    assert "1 process(es) x grad_accum 1, this run has 1 x 2" in err and "--set train.grad_accum=1 keeps it" in err
+    assert "options changed" not in err  # grad_accum is geometry, compared as the global batch
+    assert run_train(opt, "--auto_resume", "--set", "train.grad_accum=2", "--force-resume") == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "changes by x2" in err and "continuing because of --force-resume" in err
+
+
+def test_geometry_change_names_processes_and_accumulation():
+    from vsr_accel.distributed import DistContext
+    from vsr_accel.run_state import RunDirs, RunRecord, RunState
+
+    ctx = DistContext(rank=0, world_size=4, local_rank=0, device=torch.device("cpu"))
+    state = RunState(RunDirs(Path("/nonexistent")), RunRecord("h", "{}", "[]", grad_accum=1), ctx, keep_last=1)
+    assert "--set train.grad_accum=2 keeps it" in state.geometry_change({"world_size": 8, "grad_accum": 1})
+    assert state.geometry_change({"world_size": 2, "grad_accum": 2}) is None
+    assert "no grad_accum keeps it on 4" in state.geometry_change({"world_size": 3, "grad_accum": 1})

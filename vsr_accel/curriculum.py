@@ -16,6 +16,10 @@ Kinds (paper Sec. 3.1 / 4.1, Tables 7-8), with H = baseline LR crop and T = base
 - ``spatial`` (Table 7a, EDVR-M): crops only, every stage uses T frames.
 - ``temporal`` (Table 7b): clip lengths only, every stage uses crop H.
 - ``none``: one stage with the baseline shape.
+- ``custom``: an explicit list of stages, each ``{lr_crop, num_frames, iters}`` (optionally
+  ``batch_per_device``, ``lr``), in training order; their iterations must add up to total_iter.
+  Stages may exceed the baseline shape (the paper's Table 9 adds 72&17 after 64&15); compute
+  ratios stay relative to the baseline.
 
 Defaults (paper Sec. 4.1): crops ``[max(32, H // 2), H]``; clip lengths
 ``[max(6, T // 2), 3T // 4, T]``, both rounded *down*, which gives exactly 7/11/15 for T=15.
@@ -34,11 +38,11 @@ from __future__ import annotations
 import bisect
 import difflib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from vsr_accel.errors import ConfigError
 
-KINDS = ("multigrid", "synchronous", "spatial", "temporal", "none")
+KINDS = ("multigrid", "synchronous", "spatial", "temporal", "none", "custom")
 
 MIN_DEFAULT_LR_CROP = 32  # smaller crops starve optical flow (paper Sec. 3.1, 16x16 fails)
 MIN_DEFAULT_FRAMES = 6  # shorter clips give too little temporal context (paper Sec. 3.1)
@@ -154,11 +158,15 @@ def build_schedule(
     crop_multiple: int = 1,
     max_frames: int | None = None,
     max_lr_crop: int | None = None,
+    stages: Sequence[Mapping[str, Any]] | None = None,
     key_prefix: str = "train.curriculum",
+    baseline_keys: tuple[str, str] | None = None,
 ) -> Schedule:
     """Build and validate a curriculum. `lr_crop` / `num_frames` / `batch_per_device` are the
     baseline (largest) shape; the optional lists override the paper's defaults. Every user
-    mistake raises ConfigError naming `{key_prefix}.<option>`."""
+    mistake raises ConfigError naming `{key_prefix}.<option>`, or for a shape derived from the
+    baseline, the baseline's option (`baseline_keys`: the options the crop and the clip length
+    came from)."""
     _check_kind(kind, key_prefix)
     _check_positive_int(total_iter, "total_iter")
     _check_positive_int(lr_crop, "lr_crop (baseline LR patch size)")
@@ -170,14 +178,20 @@ def build_schedule(
     if frame_counts is not None:
         frame_counts = _int_list(frame_counts, f"{key_prefix}.frame_counts")
 
-    shapes = _stage_shapes(kind, lr_crop, num_frames, lr_crops, frame_counts, crop_multiple, key_prefix)
-    _check_shapes(shapes, lr_crops is not None, frame_counts is not None, crop_multiple, max_lr_crop,
-                  max_frames, lr_crop, key_prefix)
-
-    count = len(shapes)
-    iters = _stage_lengths(total_iter, count, stage_iters, key_prefix)
-    lrs = _stage_lrs(stage_lrs, count, key_prefix)
-    batches = _stage_batches(stage_batches, count, batch_per_device, key_prefix)
+    if kind == "custom":
+        shapes, iters, lrs, batches = _custom_stages(stages, total_iter, batch_per_device, key_prefix,
+                                                     (lr_crops, frame_counts, stage_iters, stage_lrs, stage_batches))
+    else:
+        if stages is not None:
+            raise ConfigError(f"{key_prefix}.stages: only used by type 'custom' (kind is '{kind}')")
+        shapes = _stage_shapes(kind, lr_crop, num_frames, lr_crops, frame_counts, crop_multiple, key_prefix)
+        count = len(shapes)
+        iters = _stage_lengths(total_iter, count, stage_iters, key_prefix)
+        lrs = _stage_lrs(stage_lrs, count, key_prefix)
+        batches = _stage_batches(stage_batches, count, batch_per_device, key_prefix)
+    baseline_keys = baseline_keys or (f"the baseline crop {lr_crop}", "the baseline clip length")
+    _check_shapes(shapes, *_shape_keys(kind, lr_crops is not None, frame_counts is not None, key_prefix, baseline_keys),
+                  crop_multiple, max_lr_crop, max_frames)
 
     stages = []
     start = 0
@@ -187,6 +201,48 @@ def build_schedule(
         start += length
     return Schedule(stages=tuple(stages), total_iter=total_iter, kind=kind, lr_crop=lr_crop,
                     num_frames=num_frames, batch_per_device=batch_per_device)
+
+
+STAGE_KEYS = ("lr_crop", "num_frames", "iters", "batch_per_device", "lr")
+
+
+def _custom_stages(stages: Sequence[Mapping[str, Any]] | None, total_iter: int, batch_per_device: int,
+                   key_prefix: str, generated: tuple) -> tuple[list[tuple[int, int]], list[int], list, list[int]]:
+    """The explicit stage list of kind 'custom': shapes, lengths, LR overrides and batches."""
+    key = f"{key_prefix}.stages"
+    names = ("lr_crops", "frame_counts", "stage_iters", "stage_lrs", "stage_batches")
+    for name, value in zip(names, generated):
+        if value is not None:
+            raise ConfigError(f"{key_prefix}.{name}: not used by type 'custom'; give each stage's values in {key}")
+    items = _as_list(stages if stages is not None else [], key)
+    _check_nonempty(items, key)
+    shapes, iters, lrs, batches = [], [], [], []
+    for position, stage in enumerate(items):
+        where = f"{key}[{position}]"
+        if not isinstance(stage, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with lr_crop, num_frames and iters, got {stage!r}")
+        unknown = [k for k in stage if k not in STAGE_KEYS]
+        if unknown:
+            close = difflib.get_close_matches(str(unknown[0]), STAGE_KEYS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"{where}.{unknown[0]}: unknown stage key ({hint}valid: {', '.join(STAGE_KEYS)})")
+        for required in STAGE_KEYS[:3]:
+            if stage.get(required) is None:
+                raise ConfigError(f"{where}.{required}: missing")
+            _check_positive_int(stage[required], f"{where}.{required}")
+        shapes.append((stage["lr_crop"], stage["num_frames"]))
+        iters.append(stage["iters"])
+        batch = stage.get("batch_per_device")
+        if batch is not None:
+            _check_positive_int(batch, f"{where}.batch_per_device")
+        batches.append(batch_per_device if batch is None else batch)
+        lr = stage.get("lr")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+            raise ConfigError(f"{where}.lr: must be a positive number or null (base LR), got {lr!r}")
+        lrs.append(None if lr is None else float(lr))
+    if sum(iters) != total_iter:
+        raise ConfigError(f"{key}: the stages' iters sum to {sum(iters)} but train.total_iter is {total_iter}")
+    return shapes, iters, lrs, batches
 
 
 def default_lr_crops(lr_crop: int) -> list[int]:
@@ -254,11 +310,27 @@ def _stage_shapes(kind: str, lr_crop: int, num_frames: int, lr_crops: list[int] 
     return list(zip(crops, frames))
 
 
-def _check_shapes(shapes: list[tuple[int, int]], crops_given: bool, frames_given: bool, crop_multiple: int,
-                  max_lr_crop: int | None, max_frames: int | None, baseline_crop: int, key_prefix: str) -> None:
-    crop_key = f"{key_prefix}.lr_crops" + ("" if crops_given else f" (derived from the baseline crop {baseline_crop})")
-    frames_key = f"{key_prefix}.frame_counts" + ("" if frames_given else " (derived from the baseline clip length)")
-    for crop, frames in shapes:
+def _shape_keys(kind: str, crops_given: bool, frames_given: bool, key_prefix: str,
+                baseline_keys: tuple[str, str]) -> tuple[Callable[[int], str], Callable[[int], str]]:
+    """The option a user wrote for stage i's crop and clip length: the curriculum's list when it was
+    given (or the custom stage), else the baseline option the list was derived from."""
+    if kind == "custom":
+        return lambda i: f"{key_prefix}.stages[{i}].lr_crop", lambda i: f"{key_prefix}.stages[{i}].num_frames"
+
+    def derived(given: bool, own: str, baseline: str, varies: bool) -> Callable[[int], str]:
+        if given:
+            return lambda i: own
+        return (lambda i: f"{own} (derived from {baseline})") if varies else (lambda i: baseline)
+
+    return (derived(crops_given, f"{key_prefix}.lr_crops", baseline_keys[0], kind in ("spatial", "multigrid", "synchronous")),
+            derived(frames_given, f"{key_prefix}.frame_counts", baseline_keys[1],
+                    kind in ("temporal", "multigrid", "synchronous")))
+
+
+def _check_shapes(shapes: list[tuple[int, int]], crop_key_of: Callable[[int], str], frames_key_of: Callable[[int], str],
+                  crop_multiple: int, max_lr_crop: int | None, max_frames: int | None) -> None:
+    for i, (crop, frames) in enumerate(shapes):
+        crop_key, frames_key = crop_key_of(i), frames_key_of(i)
         if crop <= 0:
             raise ConfigError(f"{crop_key}: crop sizes must be positive, got {crop}")
         if frames <= 0:

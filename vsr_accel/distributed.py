@@ -43,7 +43,19 @@ def pick_device(local_rank: int = 0, requested: str | None = None) -> torch.devi
     return torch.device("cpu")
 
 
-def init_distributed(requested_device: str | None = None, timeout_s: int = 1800) -> DistContext:
+def pick_backend(requested: str | None, device: torch.device) -> tuple[str, str | None]:
+    """(backend, note): the requested one (BasicSR's `dist_params.backend`) where it can run, else
+    nccl on CUDA and gloo on CPU; the note says when a request was replaced (nccl needs CUDA)."""
+    default = "nccl" if device.type == "cuda" else "gloo"
+    if requested is None or requested == default:
+        return default, None
+    if requested == "nccl" and device.type != "cuda":
+        return "gloo", f"dist_params.backend nccl needs CUDA; using gloo on {device.type}"
+    return requested, None
+
+
+def init_distributed(requested_device: str | None = None, timeout_s: int = 1800,
+                     backend: str | None = None) -> DistContext:
     """Read torchrun's environment; start a process group only when there is more than one rank."""
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
@@ -52,7 +64,9 @@ def init_distributed(requested_device: str | None = None, timeout_s: int = 1800)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend, note = pick_backend(backend, device)
+        if note and rank == 0:
+            print(f"note: {note}", flush=True)
         timeout = datetime.timedelta(seconds=timeout_s)
         device_id = {"device_id": device} if device.type == "cuda" else {}
         store = _restart_store(world_size, timeout)

@@ -184,7 +184,7 @@ def load_model(source: ModelSource, device: torch.device, networks: NetworkRegis
 def frames_to_tensor(frames: Sequence[np.ndarray]) -> torch.Tensor:
     """BGR uint8 (h, w, 3) frames -> RGB float (t, 3, h, w) in [0, 1], as BasicSR's img2tensor."""
     stacked = torch.from_numpy(np.stack(frames))[..., [2, 1, 0]]
-    return uint8_to_unit_float(stacked.permute(0, 3, 1, 2).contiguous())
+    return uint8_to_unit_float(stacked.permute(0, 3, 1, 2))
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,14 @@ RUN_ONLY_SECTIONS = ("name", "logger", "path", "val", "num_gpu", "dist_params", 
 """Top-level sections that do not change results: left out of `Options.results_hash`, and not
 reported as changes when a resume compares options."""
 
+GEOMETRY_KEYS = ("train.grad_accum",)
+"""Left out of the hash too: with the number of processes it makes the global batch, which a
+resume compares as a whole (`vsr_accel.run_state`), so 8 GPUs x 1 may continue as 4 x 2."""
+
+MAX_SEED = 2**32 - 1
+"""`manual_seed` seeds Python, numpy (0 .. 2**32 - 1, as in BasicSR) and torch (`seed + rank`, at
+most 2**64 - 1); a larger seed would end in torch's 'Overflow when unpacking long long'."""
+
 
 @dataclass(frozen=True)
 class OptimizerOptions:
@@ -58,14 +66,26 @@ class LossOptions:
 
 
 @dataclass(frozen=True)
+class StageOptions:
+    """One stage of a `custom` curriculum."""
+    lr_crop: int
+    num_frames: int
+    iters: int
+    batch_per_device: int | None = None
+    lr: float | None = None
+
+
+@dataclass(frozen=True)
 class CurriculumOptions:
-    """See `vsr_accel.curriculum.build_schedule`. Empty lists mean the paper's defaults."""
+    """See `vsr_accel.curriculum.build_schedule`. Empty lists mean the paper's defaults; `stages`
+    is the explicit list of type `custom`."""
     type: str = "none"
     lr_crops: tuple[int, ...] | None = None
     frame_counts: tuple[int, ...] | None = None
     stage_iters: tuple[int, ...] | None = None
     stage_lrs: tuple[float | None, ...] | None = None
     stage_batches: tuple[int, ...] | None = None
+    stages: tuple[StageOptions, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,8 @@ class TrainOptions:
     grad_accum: int = 1
     fix_flow: int | None = None
     flow_lr_mul: float = 1.0
+    tsa_iter: int | None = None  # BasicSR's EDVRModel: only the TSA fusion trains for the first tsa_iter iterations
+    dcn_lr_mul: float = 1.0  # BasicSR's EDVRModel: LR multiplier of the deformable convolutions
     ema_decay: float = 0.0
     grad_clip: float | None = None
     # speed switches (measured defaults; see benchmarks/)
@@ -92,21 +114,34 @@ class TrainOptions:
     nan_check_freq: int = 50
 
 
+METRIC_TYPES = {"calculate_psnr": "psnr", "calculate_ssim": "ssim"}
+"""BasicSR's metric `type`s -> the score `vsr_accel.evaluation` computes."""
+
+
 @dataclass(frozen=True)
 class MetricOptions:
+    """One entry of `val.metrics` (BasicSR's layout: `psnr: {type: calculate_psnr, ...}`)."""
     type: str
     crop_border: int = 0
     test_y_channel: bool = False
-    better: str = "higher"
+    better: str = "higher"  # which way is best, for the best-score record in the log (BasicSR's)
+
+
+@dataclass(frozen=True)
+class WandbOptions:
+    """BasicSR's `logger.wandb`: logging to Weights & Biases when `project` is set."""
+    project: str | None = None
+    resume_id: str | None = None
 
 
 @dataclass(frozen=True)
 class ValOptions:
     val_freq: int = 5000
     save_img: bool = False
-    metrics: dict = field(default_factory=dict)
+    metrics: dict[str, MetricOptions] = field(default_factory=dict)
     max_clips: int | None = None
-    center_frame_only: bool = False
+    center_frame_only: bool = False  # BasicSR's Vimeo-90K-T protocol: score output frame T//2 only
+    flip_seq: bool = False  # BasicSR's: average the outputs of the clip and of its reverse (one pass)
 
 
 @dataclass(frozen=True)
@@ -115,23 +150,25 @@ class LoggerOptions:
     save_checkpoint_freq: int = 5000
     use_tb_logger: bool = True
     keep_last: int = 3
-    wandb: Any = None
+    wandb: WandbOptions = field(default_factory=WandbOptions)
 
 
 @dataclass(frozen=True)
 class PathOptions:
     experiments_root: str = "experiments"
     pretrain_network_g: str | None = None
-    param_key_g: str = "params"
+    param_key_g: str | None = "params"  # ~: the first of params_ema, params, state_dict (MMagic) in the file
     strict_load_g: bool = True
     resume_state: str | None = None
 
 
 @dataclass(frozen=True)
 class DistOptions:
-    """Accepted for BasicSR compatibility; torchrun's environment decides the launch."""
-    backend: str = "nccl"
-    port: int = 29500
+    """BasicSR's `dist_params`. torchrun's environment decides the launch; `backend` is used where
+    it can run (nccl needs CUDA: gloo on CPU, with a note), and `port`, BasicSR's Slurm port, is
+    compared with torchrun's --master_port (a note when they differ)."""
+    backend: str | None = None  # ~: nccl on CUDA, gloo on CPU
+    port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -141,8 +178,8 @@ class Options:
     network_g: dict
     datasets: dict
     train: TrainOptions
-    model_type: str = "VideoRecurrentModel"
-    num_gpu: int | str = "auto"
+    model_type: str | None = None  # BasicSR's training-loop name; checked against the network (models.check_model_type)
+    num_gpu: int | str = "auto"  # auto, or the number of processes (one per GPU); 0: CPU, as in BasicSR
     manual_seed: int = 0
     deterministic: bool = False
     is_train: bool = True
@@ -180,6 +217,9 @@ class Options:
         data = self.to_dict()
         for key in RUN_ONLY_SECTIONS:
             data.pop(key, None)
+        for path in GEOMETRY_KEYS:
+            section, name = path.split(".")
+            data[section].pop(name, None)
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -195,6 +235,9 @@ def _check_values(opt: Options) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{src}: '{key}' must be positive, got {value}")
+    if not 0 <= opt.manual_seed <= MAX_SEED:
+        raise ConfigError(f"{src}: 'manual_seed' must be an integer from 0 to {MAX_SEED} (2**32 - 1, the range "
+                          f"BasicSR's numpy seeding takes), got {opt.manual_seed}")
     choices = {"train.amp": (tr.amp, ("auto", "none", "bf16", "fp16")),
                "train.optim_g.type": (tr.optim_g.type, ("Adam", "AdamW")),
                "train.pixel_opt.type": (tr.pixel_opt.type, ("CharbonnierLoss", "L1Loss", "MSELoss")),
@@ -208,8 +251,12 @@ def _check_values(opt: Options) -> None:
                      restart_weights=tr.scheduler.restart_weights, where=f"{src}: ")
     if not 0.0 <= tr.ema_decay < 1.0:
         raise ConfigError(f"{src}: 'train.ema_decay' must be in [0, 1), got {tr.ema_decay}")
-    if tr.flow_lr_mul < 0:
-        raise ConfigError(f"{src}: 'train.flow_lr_mul' must be >= 0, got {tr.flow_lr_mul}")
+    for key, value in (("train.flow_lr_mul", tr.flow_lr_mul), ("train.dcn_lr_mul", tr.dcn_lr_mul)):
+        if value < 0:
+            raise ConfigError(f"{src}: '{key}' must be >= 0, got {value}")
+    for key, value in (("train.fix_flow", tr.fix_flow), ("train.tsa_iter", tr.tsa_iter)):
+        if value is not None and value < 0:
+            raise ConfigError(f"{src}: '{key}' must be >= 0 (or ~ for none), got {value}")
     if not isinstance(opt.network_g.get("type"), str):
         raise ConfigError(f"{src}: 'network_g.type' is missing (e.g. BasicVSR, BasicVSRM, EDVRM)")
     for phase, section in opt.datasets.items():
@@ -231,12 +278,55 @@ def _check_values(opt: Options) -> None:
         workers = train.get("num_worker_per_gpu", 0)
         if not isinstance(workers, int) or workers < 0:
             raise ConfigError(f"{src}: 'datasets.train.num_worker_per_gpu' must be an integer >= 0, got {workers!r}")
+        _check_loader_keys(train, src)
+    for phase, section in opt.datasets.items():
+        if phase != "train":
+            unused = [k for k in LOADER_KEYS if k in section and k not in ("name", "type")]
+            if unused:
+                raise ConfigError(f"{src}: 'datasets.{phase}.{unused[0]}' is not used: validation and test clips are "
+                                  f"restored one whole clip at a time in the training process; remove it")
+    if opt.val is not None:
+        _check_metrics(opt.val, src)
+
+
+def _check_loader_keys(train: dict[str, Any], src: str) -> None:
+    """BasicSR's loader keys, each meaning what it means there (see MultigridBatchSampler)."""
+    ratio = train.get("dataset_enlarge_ratio", 1)
+    if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio <= 0:
+        raise ConfigError(f"{src}: 'datasets.train.dataset_enlarge_ratio' must be a positive integer, got {ratio!r}")
+    shuffle = train.get("use_shuffle", True)
+    if not isinstance(shuffle, bool):
+        raise ConfigError(f"{src}: 'datasets.train.use_shuffle' must be true or false, got {shuffle!r}")
+    mode = train.get("prefetch_mode")
+    if mode not in (None, "cuda"):
+        raise ConfigError(f"{src}: 'datasets.train.prefetch_mode' = {mode!r}: vsr-accel always prefetches (DataLoader "
+                          f"workers on the CPU, one batch ahead on a side stream on CUDA); use ~ or cuda")
+    for key in ("pin_memory", "persistent_workers"):
+        if key in train and not isinstance(train[key], bool):
+            raise ConfigError(f"{src}: 'datasets.train.{key}' must be true or false, got {train[key]!r}")
+
+
+def _check_metrics(val: ValOptions, src: str) -> None:
+    """BasicSR's `val.metrics`: calculate_psnr / calculate_ssim, scored with one protocol."""
+    protocols = set()
+    for name, metric in val.metrics.items():
+        if metric.type not in METRIC_TYPES:
+            raise ConfigError(f"{src}: 'val.metrics.{name}.type' = {metric.type!r} is not one of "
+                              f"{', '.join(METRIC_TYPES)}")
+        if metric.better not in ("higher", "lower"):
+            raise ConfigError(f"{src}: 'val.metrics.{name}.better' must be higher or lower, got {metric.better!r}")
+        protocols.add((metric.crop_border, metric.test_y_channel))
+    if len(protocols) > 1:
+        raise ConfigError(f"{src}: 'val.metrics' score with different crop_border / test_y_channel; every metric of "
+                          f"a validation uses one protocol here, so give them the same values")
 
 
 def load_options(path: str | Path, overrides: Sequence[str] = ()) -> Options:
     """Read, override (`--set a.b=c`), type-check and value-check an options file."""
     source = str(path)
     data = apply_overrides(read_yaml(path), overrides)
+    if isinstance(data.get("datasets"), dict):  # `datasets.val: ~` (or --set datasets.val=null): no such phase
+        data["datasets"] = {phase: section for phase, section in data["datasets"].items() if section is not None}
     opt = from_dict(Options, data, source)
     opt = dataclasses.replace(opt, source=source)
     _check_values(opt)

@@ -9,6 +9,7 @@ refused at start-up instead of failing inside a DataLoader worker.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from vsr_accel.curriculum import Schedule, Stage, build_schedule
@@ -27,7 +28,10 @@ def build_curriculum(opt: Options, *, crop_multiple: int, max_frames: int | None
         lr_crops=cur.lr_crops, frame_counts=cur.frame_counts, stage_iters=cur.stage_iters,
         stage_lrs=cur.stage_lrs, stage_batches=cur.stage_batches, crop_multiple=crop_multiple,
         max_frames=max_frames, max_lr_crop=min(min_lr_size) if min_lr_size else None,
-        key_prefix="train.curriculum")
+        stages=None if cur.stages is None else [dataclasses.asdict(s) for s in cur.stages],
+        key_prefix="train.curriculum",
+        baseline_keys=(f"datasets.train.gt_size {section['gt_size']} (LR crop {section['gt_size'] // opt.scale})",
+                       f"datasets.train.num_frame {section['num_frame']}"))
 
 
 def build_lr_schedule(opt: Options, schedule: Schedule, world_size: int) -> LRSchedule:

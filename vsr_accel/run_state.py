@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,9 +24,9 @@ from vsr_accel import checkpoint as ckpt
 from vsr_accel.curriculum import Schedule
 from vsr_accel.distributed import DistContext, barrier, broadcast_object
 from vsr_accel.ema import EMA
-from vsr_accel.errors import CheckpointError
+from vsr_accel.errors import CheckpointError, ConfigError
 from vsr_accel.fsio import atomic_write_text
-from vsr_accel.options import RUN_ONLY_SECTIONS
+from vsr_accel.options import GEOMETRY_KEYS, RUN_ONLY_SECTIONS
 from vsr_accel.rng import rng_state, set_rng_state
 from vsr_accel.sampler import MultigridBatchSampler
 
@@ -53,6 +54,38 @@ class RunDirs:
     @property
     def log_file(self) -> Path:
         return self.root / "train.log"
+
+    def check_writable(self, resuming: bool) -> None:
+        """Refuse, before anything is built or touched, a run folder this process cannot create or
+        write: `path.experiments_root` (or a folder above it) that is not a folder, or a folder
+        without write permission. A fresh run over an earlier one renames it inside its parent, so
+        the parent must be writable; a resumed run writes inside the run folder and its subfolders.
+        `os.access` asks with the real user's rights (root may write anywhere)."""
+        where = f"path.experiments_root {self.root.parent}"
+        existing = self.root
+        while not existing.is_dir():
+            if existing.exists() or existing.is_symlink():
+                raise ConfigError(f"{existing}: not a folder, so the run folder {self.root} cannot be created "
+                                  f"({where})")
+            existing = existing.parent
+
+        def require(folder: Path, mode: int, why: str) -> None:
+            if not os.access(folder, mode):
+                raise ConfigError(f"{folder}: permission denied: {why} ({where}); choose another "
+                                  f"path.experiments_root or fix the folder's permissions")
+
+        if existing != self.root:  # the missing folders up to the run folder are created in `existing`
+            require(existing, os.W_OK | os.X_OK, f"cannot create the run folder {self.root} in it")
+            return
+        require(self.root, os.R_OK | os.X_OK, "cannot read the run folder")
+        if not resuming and any(self.root.iterdir()):
+            require(self.root.parent, os.W_OK | os.X_OK,
+                    f"cannot move the earlier run aside to {self.root.name}_archived_<time>")
+            return
+        for folder in (self.root, *(d for d in (self.models, self.states, self.tb) if d.is_dir())):
+            require(folder, os.R_OK | os.W_OK | os.X_OK, "cannot write the run's files in it")
+        if self.log_file.exists():
+            require(self.log_file, os.W_OK, "cannot append to the run's log")
 
 
 @dataclasses.dataclass
@@ -94,11 +127,12 @@ class RunRecord:
     options_hash: str
     options: str  # every option as JSON, so a refused resume can say what changed
     schedule: str  # the curriculum stages as JSON
+    grad_accum: int = 1  # with the number of processes: the global batch (per-device batches are options)
 
     @staticmethod
-    def of(options: dict[str, Any], options_hash: str, schedule: Schedule) -> "RunRecord":
+    def of(options: dict[str, Any], options_hash: str, schedule: Schedule, grad_accum: int = 1) -> "RunRecord":
         return RunRecord(options_hash, json.dumps(options, sort_keys=True, default=str),
-                         json.dumps([dataclasses.asdict(s) for s in schedule.stages], sort_keys=True))
+                         json.dumps([dataclasses.asdict(s) for s in schedule.stages], sort_keys=True), grad_accum)
 
 
 def plain_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -148,12 +182,30 @@ class RunState:
         if state.get("schedule") != self.record.schedule:
             old = describe_stages(state["schedule"]) if state.get("schedule") else "(not recorded)"
             changes.append(f"curriculum stages changed: {old} -> {describe_stages(self.record.schedule)}")
+        geometry = self.geometry_change(state)
+        if geometry:
+            changes.append(geometry)
         if not changes:
             return
         message = f"{found.path}: cannot resume: {'; '.join(changes)}"
         if not force:
             raise CheckpointError(message + " (pass --force-resume to continue anyway)")
         warn(f"{message}; continuing because of --force-resume")
+
+    def geometry_change(self, state: dict[str, Any]) -> str | None:
+        """Processes x accumulation steps make the global batch, and with it the LR (linear
+        scaling): resuming with another product would silently change both."""
+        old_world = int(state.get("world_size", 1))
+        old_accum = int(state.get("grad_accum") or _recorded(state.get("options"), "train.grad_accum") or 1)
+        new_world, new_accum = self.ctx.world_size, self.record.grad_accum
+        if old_world * old_accum == new_world * new_accum:
+            return None
+        keep = old_world * old_accum / new_world
+        advice = (f"--set train.grad_accum={int(keep)} keeps it" if keep == int(keep)
+                  else f"no grad_accum keeps it on {new_world} process(es)")
+        return (f"the global batch changes: written by {old_world} process(es) x grad_accum {old_accum}, this run has "
+                f"{new_world} x {new_accum}, so every stage's global batch (and its linearly scaled LR) changes by "
+                f"x{new_world * new_accum / (old_world * old_accum):g}; {advice}")
 
     def restore(self, found: Found, live: TrainState) -> None:
         state, source = found.state, str(found.path)
@@ -213,6 +265,7 @@ class RunState:
         state = {
             "iter": it, "network": weights, "optimizer": live.optimizer.state_dict(),
             "sampler": live.sampler.state_dict(next_iter=it), "rng": all_rngs, "world_size": ctx.world_size,
+            "grad_accum": self.record.grad_accum,
             "scaler": live.scaler.state_dict() or None,
             "options_hash": self.record.options_hash, "options": self.record.options, "schedule": self.record.schedule,
             "train_seconds": clocks.train_seconds, "wall_seconds": clocks.wall_seconds,
@@ -244,8 +297,14 @@ def changed_options(recorded: str | None, current: str) -> list[str]:
     old, new = _flatten(json.loads(recorded)), _flatten(json.loads(current))
     missing = "(unset)"
     keys = sorted(k for k in old.keys() | new.keys()
-                  if old.get(k, missing) != new.get(k, missing) and k.split(".")[0] not in RUN_ONLY_SECTIONS)
+                  if old.get(k, missing) != new.get(k, missing) and k.split(".")[0] not in RUN_ONLY_SECTIONS
+                  and k not in GEOMETRY_KEYS)
     return [f"{k} {old.get(k, missing)!r} -> {new.get(k, missing)!r}" for k in keys]
+
+
+def _recorded(options: str | None, key: str) -> Any:
+    """One option's value in a state's options record (None if not recorded)."""
+    return _flatten(json.loads(options)).get(key) if options else None
 
 
 def describe_stages(fingerprint: str) -> str:

@@ -42,6 +42,7 @@ from vsr_accel.errors import CheckpointError, ConfigError, DataError
 
 _MASK64 = (1 << 64) - 1
 _STATE_KEYS = ("next_iter", "consumed", "epoch", "offset", "seed", "dataset_len", "drop_last")
+_SETTINGS_DEFAULTS = {"enlarge_ratio": 1, "shuffle": True}  # recorded since these became options
 
 
 class SampleKey(NamedTuple):
@@ -67,11 +68,19 @@ def item_seed(seed: int, sample_number: int) -> int:
     return _splitmix64(_splitmix64(seed & _MASK64) ^ sample_number) >> 1
 
 
-def epoch_permutation(seed: int, epoch: int, dataset_len: int) -> list[int]:
-    """The order of epoch `epoch`, from a private generator (never the global torch RNG)."""
+def epoch_permutation(seed: int, epoch: int, dataset_len: int, enlarge_ratio: int = 1,
+                      shuffle: bool = True) -> list[int]:
+    """The order of epoch `epoch`, from a private generator (never the global torch RNG).
+
+    BasicSR's `dataset_enlarge_ratio` (its EnlargedSampler): an epoch is a permutation of
+    dataset_len x ratio positions, each taken modulo dataset_len, so every clip appears `ratio`
+    times per epoch in random places. `use_shuffle: false` keeps the positions in order."""
+    size = dataset_len * enlarge_ratio
+    if not shuffle:
+        return [v % dataset_len for v in range(size)]
     generator = torch.Generator()
     generator.manual_seed(_splitmix64(_splitmix64((seed & _MASK64) ^ 0x5EED) + epoch) >> 1)
-    return torch.randperm(dataset_len, generator=generator).tolist()
+    return [v % dataset_len for v in torch.randperm(size, generator=generator).tolist()]
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,8 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
     """Batches of `SampleKey`s following a curriculum `Schedule`, for one rank."""
 
     def __init__(self, schedule: Schedule, dataset_len: int, *, rank: int = 0, world_size: int = 1,
-                 grad_accum: int = 1, seed: int = 0, drop_last: bool = True) -> None:
+                 grad_accum: int = 1, seed: int = 0, drop_last: bool = True, enlarge_ratio: int = 1,
+                 shuffle: bool = True) -> None:
         super().__init__()
         if isinstance(dataset_len, bool) or not isinstance(dataset_len, int) or dataset_len <= 0:
             raise DataError(f"the training dataset is empty (len = {dataset_len!r}); check its dataroot and meta info")
@@ -101,10 +111,13 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
         self.grad_accum = grad_accum
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
+        self.enlarge_ratio = int(enlarge_ratio)
+        self.shuffle = bool(shuffle)
+        self.epoch_len = dataset_len * self.enlarge_ratio  # positions per epoch of the stream
         if self.drop_last:
             for stage in schedule.stages:
                 batch = self._global_batch(stage.batch_per_device)
-                if batch > dataset_len:
+                if batch > self.epoch_len:
                     raise ConfigError(
                         f"the dataset has {dataset_len} clips, fewer than the global batch {batch} of curriculum "
                         f"stage {stage.index + 1} ({stage.batch_per_device} per device x {world_size} devices x "
@@ -125,7 +138,7 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
         if steps == 0:
             return cursor
         consumed = cursor.consumed + steps * batch
-        n = self.dataset_len
+        n = self.epoch_len
         if not self.drop_last:
             position = cursor.epoch * n + cursor.offset + steps * batch
             return StreamCursor(consumed, position // n, position % n)
@@ -139,11 +152,11 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
 
     def _batch_start(self, cursor: StreamCursor, batch: int) -> StreamCursor:
         """Move to the next epoch when the batch would not fit (drop_last) or the epoch is used up."""
-        if self.drop_last and cursor.offset + batch > self.dataset_len:
+        if self.drop_last and cursor.offset + batch > self.epoch_len:
             return StreamCursor(cursor.consumed, cursor.epoch + 1, 0)
-        if cursor.offset >= self.dataset_len:
-            return StreamCursor(cursor.consumed, cursor.epoch + cursor.offset // self.dataset_len,
-                                cursor.offset % self.dataset_len)
+        if cursor.offset >= self.epoch_len:
+            return StreamCursor(cursor.consumed, cursor.epoch + cursor.offset // self.epoch_len,
+                                cursor.offset % self.epoch_len)
         return cursor
 
     def cursor_at(self, t: int) -> StreamCursor:
@@ -174,15 +187,17 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
         iterations), including the stream position so that resuming may change world_size."""
         cursor = self.cursor_at(next_iter)
         return {"next_iter": next_iter, "consumed": cursor.consumed, "epoch": cursor.epoch, "offset": cursor.offset,
-                "seed": self.seed, "dataset_len": self.dataset_len, "drop_last": self.drop_last}
+                "seed": self.seed, "dataset_len": self.dataset_len, "drop_last": self.drop_last,
+                "enlarge_ratio": self.enlarge_ratio, "shuffle": self.shuffle}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume where `state_dict(next_iter)` was taken; the next iteration starts there."""
         missing = [key for key in _STATE_KEYS if key not in state]
         if missing:
             raise CheckpointError(f"sampler state in the checkpoint lacks {', '.join(missing)}")
-        for key, own in (("seed", self.seed), ("dataset_len", self.dataset_len), ("drop_last", self.drop_last)):
-            if state[key] != own:
+        for key, own in (("seed", self.seed), ("dataset_len", self.dataset_len), ("drop_last", self.drop_last),
+                         ("enlarge_ratio", self.enlarge_ratio), ("shuffle", self.shuffle)):
+            if state.get(key, _SETTINGS_DEFAULTS.get(key)) != own:
                 raise CheckpointError(f"sampler state: the checkpoint was trained with {key}={state[key]!r}, this run "
                                       f"has {key}={own!r}; resume with the same setting")
         next_iter = int(state["next_iter"])
@@ -200,11 +215,12 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
         return (self.schedule.total_iter - self._start_iter) * self.grad_accum
 
     def _index_at(self, position: int) -> int:
-        epoch, offset = divmod(position, self.dataset_len)
+        epoch, offset = divmod(position, self.epoch_len)
         order = self._permutations.get(epoch)
         if order is None:
             self._permutations = {e: p for e, p in self._permutations.items() if e == epoch - 1}
-            order = self._permutations[epoch] = epoch_permutation(self.seed, epoch, self.dataset_len)
+            order = self._permutations[epoch] = epoch_permutation(self.seed, epoch, self.dataset_len,
+                                                                  self.enlarge_ratio, self.shuffle)
         return order[offset]
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
@@ -217,7 +233,7 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
             batch = chunk * self.grad_accum
             for _ in range(max(stage.start_iter, self._start_iter), stage.end_iter):
                 cursor = self._batch_start(cursor, batch)
-                stream_start = cursor.epoch * self.dataset_len + cursor.offset
+                stream_start = cursor.epoch * self.epoch_len + cursor.offset
                 for micro in range(self.grad_accum):
                     first = micro * chunk + self.rank * per_device
                     yield [SampleKey(self._index_at(stream_start + k), stage.lr_crop, stage.num_frames,

@@ -17,11 +17,19 @@ import torch
 from vsr_accel.ema import EMA
 from vsr_accel.speed import channels_last_clip
 
+from dataclasses import dataclass
+
 FROZEN_BY_FIX_FLOW = ("spynet", "edvr")
 """BasicSR's VideoRecurrentModel freezes parameters whose names contain `spynet` (BasicVSR,
 BasicVSR++) or `edvr` (IconVSR's keyframe extractor) for the first `fix_flow` iterations..."""
 TRAINED_AT_FLOW_LR_MUL = ("spynet",)
 """...and trains only the `spynet` ones at `flow_lr_mul` x the LR (basicsr/models/video_recurrent_model.py)."""
+TRAINED_BY_TSA_ITER = ("fusion",)
+"""BasicSR's EDVRModel trains only parameters whose names contain `fusion` (the TSA module) for the
+first `tsa_iter` iterations..."""
+TRAINED_AT_DCN_LR_MUL = ("dcn",)
+"""...and the deformable convolutions (names containing `dcn`) at `dcn_lr_mul` x the LR
+(basicsr/models/edvr_model.py)."""
 
 
 def _named(model: torch.nn.Module, parts: tuple[str, ...]) -> list[str]:
@@ -40,23 +48,55 @@ def set_flow_frozen(model: torch.nn.Module, frozen: bool) -> None:
             param.requires_grad_(not frozen)
 
 
+@dataclass(frozen=True)
+class FreezePlan:
+    """Which parameters are frozen at each iteration: BasicSR's `fix_flow` (VideoRecurrentModel:
+    the flow part) and `tsa_iter` (EDVRModel: everything but the TSA fusion). Both freeze at
+    1-based iteration 1 and release at 1-based iteration N, i.e. while the 0-based it + 1 < N."""
+    fix_flow: int | None = None
+    tsa_iter: int | None = None
+
+    def frozen(self, model: torch.nn.Module, it: int) -> frozenset[str]:
+        names: set[str] = set()
+        if flow_frozen_at(it, self.fix_flow):
+            names.update(flow_parameter_names(model))
+        if flow_frozen_at(it, self.tsa_iter):
+            names.update(n for n, _ in model.named_parameters() if not any(p in n for p in TRAINED_BY_TSA_ITER))
+        return frozenset(names)
+
+    def may_change_at(self, it: int) -> bool:
+        """True where `frozen` can differ from the iteration before (no per-step scan otherwise)."""
+        return any(n and it + 1 == n for n in (self.fix_flow, self.tsa_iter))
+
+
+def set_frozen(model: torch.nn.Module, frozen: frozenset[str]) -> None:
+    for name, param in model.named_parameters():
+        param.requires_grad_(name not in frozen)
+
+
 def flow_frozen_at(it: int, fix_flow: int | None) -> bool:
-    """Whether the flow part is frozen during 0-based iteration `it`."""
-    return bool(fix_flow) and it < fix_flow
+    """BasicSR freezes the flow part at 1-based iteration 1 and unfreezes it at 1-based iteration
+    `fix_flow` (`optimize_parameters`: frozen while current_iter < fix_iter), so it is frozen while
+    the 0-based `it` + 1 < fix_flow: fix_flow 5000 trains 4999 iterations with a frozen SpyNet."""
+    return bool(fix_flow) and it + 1 < fix_flow
 
 
 def build_optimizer(model: torch.nn.Module, *, type: str = "Adam", lr: float, betas: tuple[float, ...] = (0.9, 0.99),
-                    eps: float = 1e-8, weight_decay: float = 0.0, flow_lr_mul: float = 1.0,
+                    eps: float = 1e-8, weight_decay: float = 0.0, flow_lr_mul: float = 1.0, dcn_lr_mul: float = 1.0,
                     fused: bool | None = None, foreach: bool | None = None) -> torch.optim.Optimizer:
-    """Adam/AdamW over two groups, the network and its SpyNet (BasicSR's grouping); each group
-    carries `lr_mul`, which `set_lr` applies. With neither `fused` nor `foreach` set, CPU models
+    """Adam/AdamW over the network, its SpyNet (`flow_lr_mul`) and its deformable convolutions
+    (`dcn_lr_mul`), BasicSR's groupings; each group carries `lr_mul`, which `set_lr` applies
+    (with multipliers of 1 the result equals BasicSR's single group: Adam is per-parameter).
+    With neither `fused` nor `foreach` set, CPU models
     get the fused kernel (torch's CPU default is the per-tensor loop; the fused one runs the
     BasicVSR-M optimizer step ~3x faster, 15 -> 5 ms, bench_step.py --sweep); CUDA keeps torch's
     default."""
     flow = set(_named(model, TRAINED_AT_FLOW_LR_MUL))
-    groups = [{"params": [p for n, p in model.named_parameters() if n not in flow], "lr_mul": 1.0}]
-    if flow:
-        groups.append({"params": [p for n, p in model.named_parameters() if n in flow], "lr_mul": flow_lr_mul})
+    dcn = set(_named(model, TRAINED_AT_DCN_LR_MUL)) - flow
+    groups = [{"params": [p for n, p in model.named_parameters() if n not in flow | dcn], "lr_mul": 1.0}]
+    for names, mul in ((flow, flow_lr_mul), (dcn, dcn_lr_mul)):
+        if names:
+            groups.append({"params": [p for n, p in model.named_parameters() if n in names], "lr_mul": mul})
     kwargs: dict[str, Any] = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
     if fused is not None:
         kwargs["fused"] = fused
