@@ -1,6 +1,10 @@
 """Ablation tables as data: `experiments/ablations/<table>.yml` parsed into typed specs.
 
 Every key is checked, and a bad one fails with the file, the key path and the valid keys.
+
+A scale can name a preset (`preset: demo_basicvsr16` reads `experiments/ablations/scales/demo_basicvsr16.yml`),
+so the numbers of a scale (base options, baseline minibatch and iterations, cycles, LR) live in one
+file that every table shares; keys given next to `preset` override it (`set` is merged key by key).
 """
 from __future__ import annotations
 
@@ -15,15 +19,18 @@ from vsr_accel.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 ABLATIONS = Path(__file__).resolve().parent / "ablations"
+SCALE_PRESETS = ABLATIONS / "scales"
 WARMUPS = ("none", "linear", "constant")
 
 
 TABLE_KEYS = ("table", "title", "notes", "sections")
 SECTION_KEYS = ("name", "title", "baseline", "scales", "variants", "notes")
-SCALE_KEYS = ("base", "note", "minibatch", "iterations", "warmup_iter", "lr_crops", "frame_counts", "val_points", "set")
+SCALE_KEYS = ("preset", "base", "subject", "note", "minibatch", "iterations", "warmup_iter", "lr_crops",
+              "frame_counts", "val_points", "set")
 VARIANT_KEYS = ("name", "id", "label", "minibatch", "iterations", "devices", "warmup", "lr_scaling", "curriculum",
-                "equal_iters_ref", "set", "paper")
-CURRICULUM_KEYS = ("type", "lr_crops", "frame_counts", "stage_lrs")
+                "equal_iters_ref", "seeds", "set", "paper")
+CURRICULUM_KEYS = ("type", "lr_crops", "frame_counts", "stage_lrs", "stages", "extra_stages")
+STAGE_SPEC_KEYS = ("lr_crop", "num_frames", "iters", "lr")
 PAPER_KEYS = ("speedup", "psnr", "ssim")
 
 
@@ -44,6 +51,19 @@ class ScaleSpec:
     val_points: int | None  # validations per run (None: keep the base's val_freq)
     set: dict[str, Any]
     note: str = ""
+    subject: str = ""  # what is trained on what, for titles: "BasicVSR-M on REDS4"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One explicit curriculum stage of a definition (`curriculum.stages` / `extra_stages`):
+    shapes may differ per scale (`{paper: 72, cpu: 34}`); `iters` is a fraction of the scale's
+    baseline iterations, like a variant's `iterations` (Table 9's 20k of 300k is `1/15`)."""
+
+    lr_crop: Any
+    num_frames: Any
+    iters: Fraction
+    lr: Any = None
 
 
 @dataclass(frozen=True)
@@ -61,8 +81,22 @@ class VariantSpec:
     lr_scaling: bool = True
     curriculum: dict[str, Any] = field(default_factory=lambda: {"type": "none"})
     equal_iters_ref: str | None = None
+    seeds: Any = None  # a list of seeds, or {scale: [seeds]}; None: the base options' manual_seed only
     set: dict[str, Any] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
+    stages: tuple[StageSpec, ...] | None = None  # curriculum type custom: the whole explicit list
+    extra_stages: tuple[StageSpec, ...] = ()  # appended after the generated curriculum's stages
+
+    @property
+    def total_iterations(self) -> Fraction:
+        """The run's length as a fraction of the baseline's: `iterations` plus any extra stages."""
+        return self.iterations + sum((stage.iters for stage in self.extra_stages), Fraction(0))
+
+    def seeds_at(self, scale: str, scales: Sequence[str]) -> tuple[int, ...] | None:
+        """The seeds this row trains with at `scale` (None: the base options' own seed)."""
+        if isinstance(self.seeds, dict) and set(self.seeds) <= set(scales):
+            return None if self.seeds.get(scale) is None else tuple(self.seeds[scale])
+        return None if self.seeds is None else tuple(self.seeds)
 
 
 @dataclass(frozen=True)
@@ -86,6 +120,14 @@ class TableSpec:
     @property
     def scale_names(self) -> list[str]:
         return sorted({scale for section in self.sections for scale in section.scales})
+
+    def title_at(self, scale: str) -> str:
+        """The title with what was trained at `scale` (each scale's `subject`), e.g.
+        'Table 5: warmup, 16-channel BasicVSR (2 blocks) on the demo footage (cpu scale)'."""
+        subjects = list(dict.fromkeys(s.scales[scale].subject for s in self.sections
+                                      if scale in s.scales and s.scales[scale].subject))
+        subject = f", {' and '.join(subjects)}" if subjects else ""
+        return f"{self.title}{subject} ({scale} scale)"
 
 
 def available_tables() -> list[str]:
@@ -115,7 +157,7 @@ def load_table(ref: str) -> TableSpec:
     if not isinstance(sections_data, list) or not sections_data:
         raise ConfigError(f"{src}: 'sections' must be a non-empty list")
     sections = tuple(_section(s, src, f"sections[{i}]") for i, s in enumerate(sections_data))
-    return TableSpec(name=str(data.get("table", path.stem)), title=str(data.get("title", path.stem)),
+    return TableSpec(name=str(data.get("table", path.stem)), title=" ".join(str(data.get("title", path.stem)).split()),
                      source=path, sections=sections, notes=str(data.get("notes") or ""))
 
 
@@ -166,8 +208,31 @@ def _section(data: Any, src: str, where: str) -> SectionSpec:
                        scales=scales, variants=variants, notes=str(data.get("notes") or ""))
 
 
-def _scale(name: str, data: Any, src: str, where: str) -> ScaleSpec:
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in SCALE_PRESETS.glob("*.yml"))
+
+
+def _with_preset(data: Any, src: str, where: str) -> tuple[dict[str, Any], str]:
+    """The scale's settings with its preset filled in (keys given here win; `set` merges)."""
     _check_keys(data, SCALE_KEYS, src, where)
+    if "preset" not in data:
+        return dict(data), src
+    name = str(data["preset"])
+    path = SCALE_PRESETS / f"{name}.yml"
+    if not path.is_file():
+        raise ConfigError(f"{src}: '{where}.preset' = {name!r} is not a scale preset "
+                          f"(experiments/ablations/scales/: {', '.join(available_presets())})")
+    preset = read_yaml(path)
+    preset_src = display_path(path)
+    _check_keys(preset, tuple(k for k in SCALE_KEYS if k != "preset"), preset_src, "")
+    merged = {**preset, **{k: v for k, v in data.items() if k != "preset"}}
+    if isinstance(preset.get("set"), dict) and isinstance(data.get("set"), dict):
+        merged["set"] = {**preset["set"], **data["set"]}
+    return merged, f"{src} (preset {preset_src})"
+
+
+def _scale(name: str, data: Any, src: str, where: str) -> ScaleSpec:
+    data, src = _with_preset(data, src, where)
     for key in ("base", "minibatch", "iterations"):
         if key not in data:
             raise ConfigError(f"{src}: '{where}.{key}' is missing")
@@ -184,7 +249,8 @@ def _scale(name: str, data: Any, src: str, where: str) -> ScaleSpec:
         lr_crops=_int_tuple(data.get("lr_crops"), src, f"{where}.lr_crops"),
         frame_counts=_int_tuple(data.get("frame_counts"), src, f"{where}.frame_counts"),
         val_points=None if val_points is None else _positive_int(val_points, src, f"{where}.val_points"),
-        set=dict(settings), note=" ".join(str(data.get("note") or "").split()))
+        set=dict(settings), note=" ".join(str(data.get("note") or "").split()),
+        subject=" ".join(str(data.get("subject") or "").split()))
 
 
 def _int_tuple(value: Any, src: str, where: str) -> tuple[int, ...] | None:
@@ -218,13 +284,60 @@ def _variant(data: Any, src: str, where: str) -> VariantSpec:
     lr_scaling = data.get("lr_scaling", True)
     if not isinstance(lr_scaling, bool):
         raise ConfigError(f"{src}: '{where}.lr_scaling' must be true or false, got {lr_scaling!r}")
+    curriculum = dict(curriculum)
+    stages = _stage_specs(curriculum.pop("stages", None), src, f"{where}.curriculum.stages")
+    extra = _stage_specs(curriculum.pop("extra_stages", None), src, f"{where}.curriculum.extra_stages") or ()
+    iterations = _fraction(data.get("iterations", 1), src, f"{where}.iterations")
+    if (stages is not None) != (curriculum["type"] == "custom"):
+        raise ConfigError(f"{src}: '{where}.curriculum.stages' is {'missing' if stages is None else 'given'}: "
+                          "the stage list is what type 'custom' means, and only it")
+    if stages is not None:
+        if extra:
+            raise ConfigError(f"{src}: '{where}.curriculum.extra_stages': list them in 'stages' (type custom)")
+        total = sum((stage.iters for stage in stages), Fraction(0))
+        if "iterations" in data and iterations != total:
+            raise ConfigError(f"{src}: '{where}.iterations' = {data['iterations']} but the stages' iters add up "
+                              f"to {total}; drop 'iterations' (it follows from the stages)")
+        iterations = total
     return VariantSpec(
         name=name, row_id=str(data.get("id", "")), label=str(data.get("label", name)),
         minibatch=_positive_int(data.get("minibatch", 1), src, f"{where}.minibatch"),
-        iterations=_fraction(data.get("iterations", 1), src, f"{where}.iterations"),
+        iterations=iterations,
         devices=_positive_int(data.get("devices", 1), src, f"{where}.devices"),
-        warmup=warmup, lr_scaling=lr_scaling, curriculum=dict(curriculum),
-        equal_iters_ref=data.get("equal_iters_ref"), set=dict(settings), paper=dict(paper))
+        warmup=warmup, lr_scaling=lr_scaling, curriculum=curriculum,
+        equal_iters_ref=data.get("equal_iters_ref"), seeds=_seeds(data.get("seeds"), src, f"{where}.seeds"),
+        set=dict(settings), paper=dict(paper), stages=stages, extra_stages=tuple(extra))
+
+
+def _seeds(value: Any, src: str, where: str) -> Any:
+    """`[0, 1]` or `{cpu: [0, 1], paper: [0]}`: distinct integers, at least one."""
+    if value is None:
+        return None
+    per_scale = value if isinstance(value, dict) else {"": value}
+    for scale, seeds in per_scale.items():
+        key = f"{where}.{scale}" if scale else where
+        if (not isinstance(seeds, list) or not seeds
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+            raise ConfigError(f"{src}: '{key}' must be a non-empty list of seeds (integers >= 0), got {seeds!r}")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"{src}: '{key}' lists a seed twice: {seeds}")
+    return value if isinstance(value, dict) else list(value)
+
+
+def _stage_specs(value: Any, src: str, where: str) -> tuple[StageSpec, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{src}: '{where}' must be a non-empty list of stages {{lr_crop, num_frames, iters}}")
+    out = []
+    for i, item in enumerate(value):
+        _check_keys(item, STAGE_SPEC_KEYS, src, f"{where}[{i}]")
+        for key in ("lr_crop", "num_frames", "iters"):
+            if key not in item:
+                raise ConfigError(f"{src}: '{where}[{i}].{key}' is missing")
+        out.append(StageSpec(lr_crop=item["lr_crop"], num_frames=item["num_frames"],
+                             iters=_fraction(item["iters"], src, f"{where}[{i}].iters"), lr=item.get("lr")))
+    return tuple(out)
 
 
 def _fraction(value: Any, src: str, where: str) -> Fraction:

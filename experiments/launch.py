@@ -24,7 +24,6 @@ from vsr_accel.errors import CheckpointError
 from vsr_accel.fsio import atomic_write_text
 
 
-
 class RunnerLog:
     """Timestamped lines to the console and to every table's runner.log."""
 
@@ -63,7 +62,8 @@ def final_state(rv: ResolvedVariant) -> dict[str, Any] | None:
     if key not in _STATE_CACHE:
         try:
             state = ckpt.read_training_state(path)
-            _STATE_CACHE[key] = {"iter": int(state["iter"]), "train_seconds": state.get("train_seconds")}
+            _STATE_CACHE[key] = {"iter": int(state["iter"]), "train_seconds": state.get("train_seconds"),
+                                 "wall_seconds": state.get("wall_seconds")}  # absent in states written before it
         except CheckpointError:
             _STATE_CACHE[key] = None
     state = _STATE_CACHE[key]
@@ -91,7 +91,7 @@ def train_command(rv: ResolvedVariant, device: str | None) -> list[str]:
 def eval_command(rv: ResolvedVariant, device: str | None) -> list[str]:
     args = [sys.executable, str(REPO / "scripts" / "evaluate.py"), "-opt", str(rv.options_path),
             "--checkpoint", str(rv.run_dir / "models" / f"net_g_{rv.total_iter}.pth"), "--phase", "val",
-            "--json", str(rv.run_dir / "eval.json")]
+            "--json", str(rv.run_dir / "eval.json"), "--bicubic"]  # bicubic: the number every row is read against
     return args + (["--device", device] if device else [])
 
 
@@ -187,7 +187,7 @@ class Runner:
 
     def ensure(self, rv: ResolvedVariant) -> Outcome:
         """Train (or resume) unless finished, then evaluate unless evaluated."""
-        name = f"{rv.table.name}/{rv.section.name}/{rv.variant.name}"
+        name = f"{rv.table.name}/{rv.section.name}/{rv.variant.name}" + (f" (seed {rv.seed})" if rv.multi_seed else "")
         status = run_status(rv)
         trained = evaluated = False
         if status in ("new", "partial"):

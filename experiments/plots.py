@@ -41,6 +41,7 @@ class ValPoint:
     train_seconds: float | None  # trainer-measured, excluding data loading; None if not logged
     psnr: float
     ssim: float | None = None
+    wall_seconds: float | None = None  # trainer-measured, including data loading (newer runs only)
 
 
 def sample_iterations(schedule: Schedule, warmup_iter: int, max_points: int = 1200) -> list[int]:
@@ -179,9 +180,10 @@ def _val_from_tensorboard(tb_dir: Path) -> list[ValPoint]:
     # a resumed run re-logs the steps after its last checkpoint: the last value of a step wins
     psnr = {e.step: e.value for e in acc.Scalars("val/psnr")}
     ssim = {e.step: e.value for e in acc.Scalars("val/ssim")} if "val/ssim" in tags else {}
-    clock = {e.step: e.value for e in acc.Scalars("train/train_seconds_excl_data")} \
-        if "train/train_seconds_excl_data" in tags else {}
-    return [ValPoint(step, seconds_at(step, clock), psnr[step], ssim.get(step)) for step in sorted(psnr)]
+    clock, wall = ({e.step: e.value for e in acc.Scalars(tag)} if tag in tags else {}
+                   for tag in ("train/train_seconds_excl_data", "train/train_seconds_incl_data"))
+    return [ValPoint(step, seconds_at(step, clock), psnr[step], ssim.get(step), seconds_at(step, wall))
+            for step in sorted(psnr)]
 
 
 def seconds_at(step: int, clock: dict[int, float]) -> float | None:

@@ -19,8 +19,15 @@ trained again; an interrupted one resumes from its newest checkpoint. Then `scri
 --json` scores the final weights on `datasets.val`, and the table (Markdown + CSV) and figures go to
 `experiments/results/<scale>/<table>/` with the runner's log and a copy of every run's train.log.
 
-Timing: "train time excluding data loading" is the trainer's own clock (`train_seconds` in the final
-training state), never an estimate; "total wall-clock" is this runner's clock around each launch.
+Rows with `seeds` train once per seed; the tables show the mean PSNR, each seed's, and mark the
+PSNR differences larger than the seed spread. Each finished run leaves a `result.json` (both
+clocks, scores, validation curve) that is copied beside the table, so `--report-only` rebuilds the
+tables, figures and the one-page summary (`<results>/README.md`) from the committed logs alone.
+
+Timing: both training clocks are the trainer's own (`train_seconds`, excluding data loading, the
+paper's measure; `wall_seconds`, including it; both in the final training state, both without
+validation and checkpointing), never estimates. `--dry-run --estimate` times a few training steps
+of every stage shape on this machine and estimates each run's time from them.
 """
 from __future__ import annotations
 
@@ -38,50 +45,96 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from experiments import plots, tables
-# The runner's pieces live in definitions / resolve / launch; the names below are also this
-# module's API (tests and users import them from experiments.run).
+import time
+
+from experiments import plots, summary, tables
+# The runner's pieces live in definitions / resolve / launch / records; the names below are also
+# this module's API (tests and users import them from experiments.run).
 from experiments.definitions import (REPO, ScaleSpec, SectionSpec, TableSpec, VariantSpec, available_tables,  # noqa: F401
                                      display_path, load_table)
 from experiments.launch import (Runner, RunnerLog, eval_command, evaluate_in_process, final_state,  # noqa: F401
                                 run_status, total_train_wall, train_command, train_in_process)
+from experiments.records import RunResult, result_from_logs, result_from_run, write_result
 from experiments.resolve import ResolvedVariant, SweepSettings, expand, resolve_variant  # noqa: F401
 from vsr_accel.errors import ConfigError, VSRError
 from vsr_accel.plan import format_plan
 
 
 
-def eval_scores(rv: ResolvedVariant) -> tuple[float | None, float | None]:
-    path = rv.run_dir / "eval.json"
-    if not path.is_file():
-        return None, None
-    data = json.loads(path.read_text())
-    entry = data.get(rv.opt.network_g["type"]) or {}
-    average = entry.get("average") or {}
-    return average.get("psnr"), average.get("ssim")
+Expanded = list[tuple[SectionSpec, list[ResolvedVariant]]]
 
 
-def build_row(rv: ResolvedVariant, failed: dict[Path, str]) -> tables.Row:
-    state = final_state(rv)
-    psnr, ssim = eval_scores(rv)
+def collect_results(resolved: Sequence[ResolvedVariant], logs: Path) -> dict[Path, RunResult | None]:
+    """Each run's record: from its run folder when it finished there, else the committed copy in
+    the table's `logs/` (same run name only), else None."""
+    return {rv.run_dir: result_from_run(rv) or result_from_logs(logs, rv) for rv in resolved}
+
+
+def variant_groups(resolved: Sequence[ResolvedVariant]) -> list[list[ResolvedVariant]]:
+    """A section's runs grouped by row (a row trained with k seeds has k runs), in row order."""
+    groups: dict[str, list[ResolvedVariant]] = {}
+    for rv in resolved:
+        groups.setdefault(rv.variant.name, []).append(rv)
+    return list(groups.values())
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present and len(present) == len(values) else None
+
+
+def run_state_label(rv: ResolvedVariant, result: RunResult | None, failed: dict[Path, str]) -> str:
     if rv.run_dir in failed:
-        status = "failed"
-    elif state is None:
-        status = "partial" if run_status(rv) == "partial" else "not run"
-    elif psnr is None:
-        status = "not evaluated"
-    else:
+        return "failed"
+    if result is not None:
+        return "done" if result.psnr is not None else "not evaluated"
+    if final_state(rv) is not None:
+        return "not evaluated"
+    return "partial" if run_status(rv) == "partial" else "not run"
+
+
+def build_row(runs: Sequence[ResolvedVariant], results: dict[Path, RunResult | None],
+              failed: dict[Path, str]) -> tables.Row:
+    """One table row from the runs of one variant (one per seed): the means over the seeds that
+    finished, each seed's PSNR, and a status that says what is missing."""
+    rv = runs[0]
+    found = [results.get(r.run_dir) for r in runs]
+    states = [run_state_label(r, res, failed) for r, res in zip(runs, found)]
+    done = [res for res, state in zip(found, states) if state == "done"]
+    if len(done) == len(runs):
         status = "done"
-    equal_ref = rv.variant.equal_iters_ref
+    elif done:
+        status = f"{len(done)} of {len(runs)} seeds"
+    else:
+        status = next((s for s in ("failed", "partial", "not evaluated") if s in states), "not run")
     return tables.Row(
         section=rv.section.name, variant=rv.variant.name, row_id=rv.variant.row_id, label=rv.variant.label,
         minibatch=rv.minibatch, world_size=rv.world_size, grad_accum=rv.opt.train.grad_accum,
-        curriculum=rv.curriculum_label, iterations=rv.total_iter,
-        devices=rv.variant.devices,
-        train_seconds=float(state["train_seconds"]) if state and state["train_seconds"] is not None else None,
-        total_seconds=total_train_wall(rv.run_dir) if state else None, psnr=psnr, ssim=ssim,
+        curriculum=rv.curriculum_label, iterations=rv.total_iter, devices=rv.variant.devices,
+        train_seconds=_mean([r.train_seconds for r in done]) if done else None,
+        wall_seconds=_mean([r.wall_seconds for r in done]) if done else None,
+        wall_from_launch=any(r.wall_source == "launch" for r in done),
+        launch_seconds=_mean([r.launch_seconds for r in done]) if done else None,
+        psnr=_mean([r.psnr for r in done]) if done else None, ssim=_mean([r.ssim for r in done]) if done else None,
+        seeds=rv.seeds if rv.multi_seed else (), psnr_seeds=tuple(r.psnr for r in done) if rv.multi_seed else (),
         flop_bound=rv.schedule.compute_ratio() if rv.schedule.kind != "none" else None,
-        equal_iters_ref=equal_ref, status=status, paper=rv.variant.paper)
+        equal_iters_ref=rv.variant.equal_iters_ref, status=status, paper=rv.variant.paper)
+
+
+def table_rows(table: TableSpec, sections: Expanded, logs: Path, failed: dict[Path, str]
+               ) -> tuple[list[tuple[SectionSpec, list[tables.Row]]], dict[Path, RunResult | None]]:
+    every = [rv for _, resolved in sections for rv in resolved]
+    results = collect_results(every, logs)
+    rows = [(section, [build_row(group, results, failed) for group in variant_groups(resolved)])
+            for section, resolved in sections]
+    return rows, results
+
+
+def bicubic_of(results: dict[Path, RunResult | None]) -> tuple[float, float | None] | None:
+    for result in results.values():
+        if result is not None and result.bicubic_psnr is not None:
+            return result.bicubic_psnr, result.bicubic_ssim
+    return None
 
 
 def provenance(argv: Sequence[str], settings: SweepSettings, started: datetime.datetime, table: TableSpec,
@@ -142,43 +195,52 @@ def table_dir(out_root: Path, table: TableSpec) -> Path:
     return out_root / table.name
 
 
-def write_report(table: TableSpec, sections: Sequence[tuple[SectionSpec, list[ResolvedVariant]]], out_root: Path,
-                 header: list[str], failed: dict[Path, str], scale: str) -> list[Path]:
-    """Markdown + CSV table, the two figures, and copies of every run's log and scores."""
+def write_report(table: TableSpec, sections: Expanded, out_root: Path, header: list[str],
+                 failed: dict[Path, str], scale: str) -> list[Path]:
+    """Markdown + CSV table, the two figures, and copies of every run's log, scores and record."""
     folder = table_dir(out_root, table)
-    blocks = []
-    for section, resolved in sections:
-        rows = [build_row(rv, failed) for rv in resolved]
-        blocks.append((section.title, rows, section.baseline))
+    every = [rv for _, resolved in sections for rv in resolved]
+    for rv in every:
+        write_result(rv)  # a finished run's record, so the copy below can rebuild this report later
+    rows, results = table_rows(table, sections, folder / "logs", failed)
+    blocks = [(section.title, section_rows, section.baseline) for section, section_rows in rows]
     notes = "\n\n".join(n for n in [table.notes.strip(), *(s.notes.strip() for s, _ in sections)] if n)
     skipped = [s.title for s in table.sections if s not in [sec for sec, _ in sections]]
     if skipped:
         notes += ("\n\n" if notes else "") + "Not defined at this scale: " + "; ".join(skipped) + "."
-    md, csv_path = tables.write_table(folder, table.name, f"{table.title} ({scale} scale)", header, blocks, notes)
+    title = table.title_at(scale)
+    md, csv_path = tables.write_table(folder, table.name, title, header, blocks, notes, bicubic_of(results))
     written = [md, csv_path]
-    every = [rv for _, resolved in sections for rv in resolved]
-    curves = [plots.curriculum_curve(_curve_label(rv), rv.schedule, rv.lr_schedule) for rv in every]
+    curves = []
+    for rv in every:
+        if rv.seed == rv.seeds[0]:  # one curriculum curve per row: the seeds share it
+            curves.append(plots.curriculum_curve(_curve_label(rv, seed=False), rv.schedule, rv.lr_schedule))
     written.append(plots.plot_curricula(curves, folder / "curricula.png",
-                                        f"{table.title}: LR, crop and clip length per iteration", header))
-    val = {_curve_label(rv): plots.read_val_curve(rv.run_dir) for rv in every}
+                                        f"{title}: LR, crop and clip length per iteration", header))
+    val = {_curve_label(rv): list(results[rv.run_dir].val_curve) if results.get(rv.run_dir) else [] for rv in every}
     written.append(plots.plot_val_psnr(val, folder / "val_psnr.png",
-                                       f"{table.title}: validation PSNR vs training time", header))
+                                       f"{title}: validation PSNR vs training time", header))
     written += copy_run_logs(every, folder / "logs")
     return written
 
 
-def _curve_label(rv: ResolvedVariant) -> str:
+def _curve_label(rv: ResolvedVariant, seed: bool = True) -> str:
     prefix = f"{rv.variant.row_id} " if rv.variant.row_id else ""
     section = f"[{rv.section.name}] " if len(rv.table.sections) > 1 else ""
-    return f"{section}{prefix}{rv.variant.label}"
+    suffix = f" (seed {rv.seed})" if seed and rv.multi_seed else ""
+    return f"{section}{prefix}{rv.variant.label}{suffix}"
+
+
+RUN_FILES = ("train.log", "eval.json", "ablation.yml", "ablation_record.json", "result.json")
 
 
 def copy_run_logs(resolved: Sequence[ResolvedVariant], folder: Path) -> list[Path]:
-    """The evidence beside the table: each run's train.log, scores and resolved options."""
+    """The evidence beside the table: each run's train.log, scores, resolved options and record.
+    Copies of runs whose folders are gone (a fresh clone) are kept as they are."""
     written = []
     for rv in resolved:
-        target = folder / f"{rv.section.name}__{rv.variant.name}"
-        for name in ("train.log", "eval.json", "ablation.yml", "ablation_record.json"):
+        target = folder / rv.log_name
+        for name in RUN_FILES:
             source = rv.run_dir / name
             if source.is_file():
                 target.mkdir(parents=True, exist_ok=True)
@@ -192,21 +254,21 @@ def copy_run_logs(resolved: Sequence[ResolvedVariant], folder: Path) -> list[Pat
 # ============================================================================================
 def describe_sections(table: TableSpec, sections: Sequence[tuple[SectionSpec, list[ResolvedVariant]]],
                       settings: SweepSettings, verbose: bool) -> str:
-    lines = [f"{table.name}: {table.title} — scale '{settings.scale}' ({display_path(table.source)})"]
+    lines = [f"{table.name}: {table.title_at(settings.scale)} ({display_path(table.source)})"]
     for section in table.sections:
         if section not in [s for s, _ in sections]:
             lines.append(f"  section '{section.name}': not defined at scale '{settings.scale}'")
     for section, resolved in sections:
         base = next(rv for rv in resolved if rv.variant.name == section.baseline)
         lines.append(f"  section '{section.name}': {section.title} (baseline: {section.baseline})")
-        header = ("id", "variant", "minibatch", "iters", "curriculum", "peak LR", "warmup", "FLOP bound",
+        header = ("id", "variant", "seed", "minibatch", "iters", "curriculum", "peak LR", "warmup", "FLOP bound",
                   "work/baseline", "status", "run folder")
         rows = [header]
         for rv in resolved:
             peaks = sorted({f"{s['lr_peak']:.3g}" for s in rv.plan["stages"]}, key=float)
             warm = f"{rv.lr_schedule.warmup} {rv.plan['warmup_iter']}" if rv.plan["warmup_iter"] else "none"
             iters = f"{rv.total_iter}" + (f" (of {rv.limited_from})" if rv.limited_from else "")
-            rows.append((rv.variant.row_id or "-", rv.variant.name, f"{rv.minibatch} ({_split(rv)})", iters,
+            rows.append((rv.variant.row_id or "-", rv.variant.name, str(rv.seed), f"{rv.minibatch} ({_split(rv)})", iters,
                          rv.curriculum_label, "/".join(peaks), warm, f"{rv.schedule.compute_ratio():.2f}x",
                          f"{rv.work / base.work:.2f}", run_status(rv),
                          display_path(rv.run_dir)))
@@ -217,7 +279,8 @@ def describe_sections(table: TableSpec, sections: Sequence[tuple[SectionSpec, li
                 lines.append("    " + "  ".join("-" * w for w in widths))
         if verbose:
             for rv in resolved:
-                lines.append(f"\n    {rv.variant.name}: python train.py -opt {display_path(rv.options_path)} --plan")
+                lines.append(f"\n    {rv.variant.name} (seed {rv.seed}): python train.py -opt "
+                             f"{display_path(rv.options_path)} --plan")
                 lines += ["    " + line for line in format_plan(rv.plan).splitlines()]
     return "\n".join(lines)
 
@@ -227,6 +290,18 @@ def _split(rv: ResolvedVariant) -> str:
     accum = rv.opt.train.grad_accum
     text = f"{rv.world_size}x{rv.opt.datasets['train']['batch_size_per_gpu']}"
     return text + (f"x{accum}" if accum > 1 else "")
+
+
+def sweep_totals(runs: Sequence[ResolvedVariant]) -> str:
+    """Iterations and FLOP-proportional work of the distinct runs, the work in units of the first
+    table's baseline run (one run of the scale's baseline recipe)."""
+    if not runs:
+        return "no runs"
+    base = next((rv for rv in runs if rv.variant.name == rv.section.baseline), runs[0])
+    work = sum(rv.work for rv in runs)
+    return (f"{len(runs)} distinct run(s): {sum(rv.total_iter for rv in runs)} iterations, work "
+            f"{work / base.work:.2f} x the baseline run ({base.total_iter} iterations at minibatch {base.minibatch}); "
+            f"the longest run is {max(rv.work for rv in runs) / base.work:.2f} x the baseline's work")
 
 
 def unique_runs(expanded: Sequence[tuple[TableSpec, list[tuple[SectionSpec, list[ResolvedVariant]]]]],
@@ -253,6 +328,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="list the built-in tables and exit")
     p.add_argument("--dry-run", action="store_true", help="list variants and resolved curricula; train nothing")
     p.add_argument("--verbose", action="store_true", help="with --dry-run: every variant's full --plan")
+    p.add_argument("--estimate", action="store_true",
+                   help="with --dry-run: time a few training steps of every stage shape here and estimate each run")
+    p.add_argument("--estimate-steps", type=int, default=2, metavar="N", help="timed steps per shape (default 2)")
     p.add_argument("--report-only", action="store_true", help="write tables and figures from existing runs only")
     p.add_argument("--only", nargs="+", default=[], metavar="VARIANT", help="run only these variants")
     p.add_argument("--limit-iters", type=int, default=None, metavar="N",
@@ -332,6 +410,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         for name in available_tables():
             table = load_table(name)
             print(f"{name:8s} {table.title}  [scales: {', '.join(table.scale_names)}]")
+            for scale in table.scale_names:
+                print(f"{'':8s}   {scale}: {table.title_at(scale)}")
         return 0
     if args.tables == ["all"]:  # every built-in table defined at this scale
         refs = [name for name in available_tables() if args.scale in load_table(name).scale_names]
@@ -346,6 +426,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         for table, sections in expanded:
             print(describe_sections(table, sections, settings, args.verbose))
         runs = unique_runs(expanded, args.only)
+        print("\n" + sweep_totals(runs))
+        if args.estimate:
+            from experiments import estimate  # torch models are built only when asked
+
+            per_step, estimates, validation = estimate.estimate(runs, args.estimate_steps)
+            print("\n" + estimate.format_estimate(per_step, estimates, validation))
         print(f"\n{len(runs)} distinct run(s); dry run: nothing trained or written")
         return 0
 
@@ -364,7 +450,48 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         header = provenance(argv, settings, started, table, sections)
         for path in write_report(table, sections, results, header, failed, settings.scale)[:2]:
             log.info(f"wrote {display_path(path)}")
+    page = write_scale_summary(results, settings, argv, started, expanded, failed)
+    if page is not None:
+        log.info(f"wrote {display_path(page)}")
+    elapsed = (datetime.datetime.now().astimezone() - started).total_seconds()
+    log.info(f"finished in {elapsed / 60:.1f} min" + (f"; {len(failed)} run(s) failed" if failed else ""))
     return 1 if failed else 0
+
+
+def write_scale_summary(results: Path, settings: SweepSettings, argv: Sequence[str], started: datetime.datetime,
+                        expanded: Sequence[tuple[TableSpec, Expanded]], failed: dict[Path, str]) -> Path | None:
+    """`<results>/README.md`: every built-in table defined at this scale, claim by claim, from the
+    run folders or, where those are gone, the committed records. None if no built-in table has
+    this scale (a custom definition's own scale)."""
+    given = {table.source: (table, sections) for table, sections in expanded}
+    builtin = [load_table(name) for name in available_tables()]
+    builtin = [t for t in builtin if settings.scale in t.scale_names]
+    if not builtin:
+        return None
+    sections: dict[tuple[str, str], summary.SectionRows] = {}
+    records: dict[Path, RunResult] = {}
+    bicubic = None
+    notes: list[str] = []
+    for table in builtin:
+        table, table_sections = given.get(table.source) or (table, expand(table, settings))
+        rows, found = table_rows(table, table_sections, table_dir(results, table) / "logs", failed)
+        for section, section_rows in rows:
+            sections[(table.name, section.name)] = summary.SectionRows(section.title, section.baseline,
+                                                                       tuple(section_rows))
+            note = section.scales[settings.scale].note
+            if note and note not in notes:
+                notes.append(note)
+        bicubic = bicubic or bicubic_of(found)
+        records.update({path: r for path, r in found.items() if r is not None})
+    compute = (len(records), sum(r.launch_seconds or 0.0 for r in records.values()),
+               sum(r.eval_seconds or 0.0 for r in records.values())) if records else None
+    header = [f"written by: python -m experiments.run {shlex.join(argv)}",
+              f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+              f"machine: {machine_description(settings.device)}", f"code: {git_description()}"]
+    if settings.limit_iters is not None:
+        header.append(f"SMOKE RUN (--limit-iters {settings.limit_iters}): the numbers test the pipeline only")
+    return summary.write_summary(results / "README.md", header, " ".join(notes), sections,
+                                 bicubic[0] if bicubic else None, compute, settings.scale)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,18 @@ and a real (tiny) sweep that is interrupted and resumed without re-running finis
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 import experiments.launch as launch
 import experiments.run as runner
-from experiments import plots, tables
+from experiments import plots, records, summary, tables
 from tests.conftest import make_reds_like, tiny_options, write_options
 from vsr_accel.errors import ConfigError
 
@@ -61,14 +64,15 @@ def test_cpu_scale_keeps_the_papers_ratios_and_shares_identical_runs(tmp_path):
     t1 = expand("table1", "cpu", tmp_path)["basicvsr_m"]
     t8 = expand("table8", "cpu", tmp_path)["combinations"]
     base, large = t1["baseline"], t1["large_batch"]
-    assert (base.minibatch, base.total_iter, base.schedule.describe()) == (4, 288, "32&7")
-    assert (large.minibatch, large.total_iter) == (16, 72)
-    assert peak_lrs(large) == {4e-3} and peak_lrs(base) == {1e-3}  # LR x4 for the 4x minibatch
-    assert large.plan["warmup_iter"] == 5  # 1/15 of the run (4.8), as 5k of 75k
+    assert (base.minibatch, base.total_iter, base.schedule.describe()) == (2, 240, "32&7")
+    assert (large.minibatch, large.total_iter) == (8, 60)
+    assert peak_lrs(large) == {8e-3} and peak_lrs(base) == {2e-3}  # LR x4 for the 4x minibatch
+    assert large.plan["warmup_iter"] == 4  # 1/15 of the run, as 5k of 75k
+    assert base.opt.train.channels_last is False and base.opt.network_g["num_feat"] == 16
     assert t1["multi_s"].schedule.describe() == "16&7 / 32&7"
     assert t1["multi_t"].schedule.describe() == "32&3 / 32&5 / 32&7"
     assert t1["multi_st"].schedule.describe() == "16&3 / 16&5 / 16&7 / 32&3 / 32&5 / 32&7"
-    assert [s.iters for s in t1["multi_st"].schedule.stages] == [12] * 6  # equal stages, as the paper
+    assert [s.iters for s in t1["multi_st"].schedule.stages] == [10] * 6  # equal stages, as the paper
     assert t8["sync_2"].schedule.describe() == "16&3 / 32&7"
     assert t8["sync_3"].schedule.describe() == "16&3 / 24&5 / 32&7"
     assert t8["hier_4"].schedule.describe() == "16&3 / 16&7 / 32&3 / 32&7"
@@ -77,15 +81,93 @@ def test_cpu_scale_keeps_the_papers_ratios_and_shares_identical_runs(tmp_path):
     assert t8["sync_2"].run_dir != t8["hier_4"].run_dir
 
 
+def runs_of(ref: str, scale: str, tmp_path: Path, section: str, variant: str) -> list[runner.ResolvedVariant]:
+    table = runner.load_table(ref)
+    sections = runner.expand(table, runner.SweepSettings(scale=scale, runs_root=tmp_path / "runs"))
+    return [rv for sec, rvs in sections if sec.name == section for rv in rvs if rv.variant.name == variant]
+
+
+def test_seeded_rows_train_once_per_seed_and_every_table_shares_them(tmp_path):
+    base = runs_of("table1", "cpu", tmp_path, "basicvsr_m", "baseline")
+    assert [rv.seed for rv in base] == [0, 1] and [rv.opt.manual_seed for rv in base] == [0, 1]
+    assert base[0].run_dir != base[1].run_dir and all(rv.seeds == (0, 1) and rv.multi_seed for rv in base)
+    assert [rv.log_name for rv in base] == ["basicvsr_m__baseline__seed0", "basicvsr_m__baseline__seed1"]
+    ours = runs_of("table1", "cpu", tmp_path, "basicvsr_m", "multi_st")
+    assert [rv.seed for rv in ours] == [0, 1]
+    for ref, section in (("table4", "lr_scaling"), ("table5", "warmup"), ("table6", "minibatch"),
+                         ("table7", "spatial"), ("table8", "combinations"), ("table9", "extra_stage")):
+        assert [rv.run_dir for rv in runs_of(ref, "cpu", tmp_path, section, "baseline")] == [rv.run_dir for rv in base]
+    assert [rv.run_dir for rv in runs_of("table9", "cpu", tmp_path, "extra_stage", "multi_st")] == \
+        [rv.run_dir for rv in ours]
+    # rows without seeds train once, with the base options' seed; the paper scale lists one seed
+    assert [rv.seed for rv in runs_of("table1", "cpu", tmp_path, "basicvsr_m", "large_batch")] == [0]
+    paper = runs_of("table1", "paper", tmp_path, "basicvsr_m", "baseline")
+    assert len(paper) == 1 and not paper[0].multi_seed and paper[0].log_name == "basicvsr_m__baseline"
+
+
+def test_table9_appends_the_extra_stage_after_the_default_six(tmp_path):
+    cpu = expand("table9", "cpu", tmp_path)["extra_stage"]["multi_st_extra"]
+    assert cpu.schedule.kind == "custom" and cpu.options["train"]["curriculum"]["type"] == "custom"
+    assert cpu.schedule.describe() == "16&3 / 16&5 / 16&7 / 32&3 / 32&5 / 32&7 / 32&10"
+    assert [s.iters for s in cpu.schedule.stages] == [10] * 6 + [16]  # 60 + 240/15, as 75k + 20k
+    assert cpu.total_iter == 76 and cpu.minibatch == 8 and cpu.plan["warmup_iter"] == 4 and peak_lrs(cpu) == {8e-3}
+    assert len(cpu.lr_schedule.restart_iters) == 6  # the LR restarts at every stage, the extra one included
+    paper = expand("table9", "paper", tmp_path)["extra_stage"]["multi_st_extra"]
+    assert paper.schedule.describe().endswith("64&15 / 72&17") and paper.total_iter == 95_000
+    assert paper.schedule.stages[-1].iters == 20_000
+    limited = expand("table9", "cpu", tmp_path, limit_iters=3)["extra_stage"]["multi_st_extra"]
+    assert len(limited.schedule.stages) == 7 and limited.limited_from == 76 and limited.total_iter < 76
+
+
+def test_original_scheduler_control_is_one_cosine_over_the_multigrid_run(tmp_path):
+    for scale, iters in (("cpu", 60), ("paper", 75_000)):
+        rows = expand("table1", scale, tmp_path)["basicvsr_m"]
+        control, ours = rows["multi_st_original_lr"], rows["multi_st"]
+        assert control.schedule.describe() == ours.schedule.describe()  # the shapes still change
+        assert control.opt.train.scheduler.type == "CosineAnnealingRestartLR"
+        assert control.opt.train.scheduler.periods == (iters,) and control.opt.train.scheduler.restart_weights == (1,)
+        assert control.lr_schedule.restart_iters == [] and len(ours.lr_schedule.restart_iters) == 5
+        warm = control.plan["warmup_iter"]
+        lrs = [control.lr_schedule.lr_at(t) for t in range(warm, iters, max(1, iters // 600))]
+        assert all(b <= a for a, b in zip(lrs, lrs[1:]))  # never rises again after the warmup
+        boundary = ours.schedule.boundaries[0]
+        assert ours.lr_schedule.lr_at(boundary) > ours.lr_schedule.lr_at(boundary - 1)  # ours restarts
+        assert control.run_dir != ours.run_dir
+    limited = expand("table1", "cpu", tmp_path, limit_iters=6)["basicvsr_m"]["multi_st_original_lr"]
+    assert limited.opt.train.scheduler.periods == (limited.total_iter,)
+
+
+def test_scale_presets_and_stage_lists_are_checked(tmp_path, capsys):
+    table = {"table": "t", "sections": [{"name": "s", "baseline": "b", "scales": {"cpu": {"preset": "nope"}},
+                                         "variants": [{"name": "b"}]}]}
+    with pytest.raises(ConfigError, match=r"preset' = 'nope' is not a scale preset .*demo_basicvsr16"):
+        runner.load_table(write_definition(tmp_path / "p.yml", table))
+    table["sections"][0]["scales"]["cpu"] = {"preset": "demo_basicvsr16", "iterations": 120, "set": {"train.grad_clip": 1.0}}
+    table["sections"][0]["variants"] = [{"name": "b", "seeds": [0, 0]}]
+    with pytest.raises(ConfigError, match=r"'sections\[0\]\.variants\[0\] \('b'\)\.seeds' lists a seed twice"):
+        runner.load_table(write_definition(tmp_path / "p.yml", table))
+    table["sections"][0]["variants"] = [{"name": "b", "curriculum": {"type": "multigrid", "stages": [
+        {"lr_crop": 16, "num_frames": 3, "iters": "1/2"}]}}]
+    with pytest.raises(ConfigError, match=r"curriculum.stages' is given: the stage list is what type 'custom' means"):
+        runner.load_table(write_definition(tmp_path / "p.yml", table))
+    table["sections"][0]["variants"] = [{"name": "b"}, {"name": "c", "curriculum": {"type": "custom", "stages": [
+        {"lr_crop": 16, "num_frames": 3, "iters": "1/2"}, {"lr_crop": 32, "num_frames": 7, "iters": "1/2"}]}}]
+    rows = {rv.variant.name: rv for _, rvs in runner.expand(runner.load_table(write_definition(tmp_path / "p.yml", table)),
+                                                            runner.SweepSettings("cpu", tmp_path)) for rv in rvs}
+    assert rows["b"].total_iter == 120 and rows["b"].opt.train.grad_clip == 1.0  # given keys override the preset
+    assert rows["b"].opt.train.optim_g.lr == pytest.approx(2e-3)  # the rest comes from it
+    assert rows["c"].schedule.describe() == "16&3 / 32&7" and [s.iters for s in rows["c"].schedule.stages] == [60, 60]
+
+
 def test_lr_scaling_and_warmup_ablations(tmp_path):
     t4 = expand("table4", "cpu", tmp_path)["lr_scaling"]
-    assert peak_lrs(t4["without_lr_scaling"]) == {1e-3} and t4["without_lr_scaling"].opt.train.base_batch is None
-    assert peak_lrs(t4["with_lr_scaling"]) == {4e-3}
+    assert peak_lrs(t4["without_lr_scaling"]) == {2e-3} and t4["without_lr_scaling"].opt.train.base_batch is None
+    assert peak_lrs(t4["with_lr_scaling"]) == {8e-3}
     t5 = expand("table5", "cpu", tmp_path)["warmup"]
     assert t5["without_warmup"].plan["warmup_iter"] == 0
     constant, linear = t5["constant_warmup"].lr_schedule, t5["linear_warmup"].lr_schedule
-    assert constant.lr_at(0) == pytest.approx(0.1 * 4e-3, rel=0.01) and constant.lr_at(5) > 5 * constant.lr_at(4)
-    assert linear.lr_at(0) == pytest.approx(4e-3 / 5, rel=0.01) and linear.lr_at(1) > linear.lr_at(0)
+    assert constant.lr_at(0) == pytest.approx(0.1 * 8e-3, rel=0.01) and constant.lr_at(4) > 5 * constant.lr_at(3)
+    assert linear.lr_at(0) == pytest.approx(8e-3 / 4, rel=0.01) and linear.lr_at(1) > linear.lr_at(0)
     t6 = expand("table6", "paper", tmp_path)["minibatch"]
     assert [(t6[n].minibatch, t6[n].total_iter) for n in ("minibatch_x2", "minibatch_x3", "minibatch_x4")] == \
         [(32, 150_000), (48, 100_000), (64, 75_000)]
@@ -103,7 +185,7 @@ def test_every_builtin_table_resolves(tmp_path, scale):
         sections = runner.expand(table, runner.SweepSettings(scale=scale, runs_root=tmp_path))
         assert sections and all(rvs for _, rvs in sections)
         tables_at_scale.append(name)
-    expected = ["table1", "table4", "table5", "table6", "table7", "table8"]
+    expected = ["table1", "table4", "table5", "table6", "table7", "table8", "table9"]
     assert tables_at_scale == (["table1", "table2", *expected[1:]] if scale == "paper" else expected)
     t7 = expand("table7", "paper", tmp_path)
     assert t7["spatial"]["s_4"].schedule.describe() == "32&15 / 40&15 / 48&15 / 64&15"
@@ -114,7 +196,7 @@ def test_every_builtin_table_resolves(tmp_path, scale):
 
 def test_limit_iters_keeps_every_stage_and_the_warmup_share(tmp_path):
     rows = expand("table1", "cpu", tmp_path, limit_iters=3)["basicvsr_m"]
-    assert rows["baseline"].total_iter == 3 and rows["baseline"].limited_from == 288
+    assert rows["baseline"].total_iter == 3 and rows["baseline"].limited_from == 240
     assert rows["multi_st"].total_iter == 6 and len(rows["multi_st"].schedule.stages) == 6
     assert 1 <= rows["large_batch"].plan["warmup_iter"] < rows["large_batch"].total_iter
     assert rows["baseline"].run_dir != expand("table1", "cpu", tmp_path)["basicvsr_m"]["baseline"].run_dir
@@ -128,7 +210,10 @@ def test_dry_run_lists_variants_and_curricula_without_training(tmp_path, capsys)
     assert rc == 0
     assert "multigrid: 16&3 / 16&5 / 16&7 / 32&3 / 32&5 / 32&7" in text and "2.24x" in text
     assert "synchronous: 16&3 / 24&5 / 32&7" in text and "section 'basicvsr': not defined at scale 'cpu'" in text
-    assert "8 distinct run(s)" in text  # 5 (Table 1) + 3 new ones of Table 8
+    assert "16-channel BasicVSR (2 blocks) on the demo footage (cpu scale)" in text and "REDS4" not in text
+    # Table 1: 2 baseline seeds, Large-Batch, Multi-S, Multi-T, 2 Multi-S&T seeds, the scheduler control;
+    # Table 8: synchronous 2 and 3, hierarchical 4 (its 6-stage row and baseline are Table 1's runs)
+    assert "11 distinct run(s)" in text
     assert not (tmp_path / "runs").exists() and not out.exists()
 
 
@@ -165,32 +250,110 @@ def row(variant: str, seconds: float | None, **kw) -> tables.Row:
 
 
 def test_speedups_from_given_timings():
-    rows = [row("baseline", 120.0, psnr=30.0, ssim=0.9),
-            row("large", 100.0, minibatch=16, iterations=25, devices=4),
-            row("multi", 40.0, minibatch=16, iterations=25, devices=4, equal_iters_ref="large", flop_bound=2.24),
+    rows = [row("baseline", 120.0, wall_seconds=150.0, psnr=30.0, ssim=0.9),
+            row("large", 100.0, wall_seconds=120.0, minibatch=16, iterations=25, devices=4),
+            row("multi", 40.0, wall_seconds=60.0, minibatch=16, iterations=25, devices=4, equal_iters_ref="large",
+                flop_bound=2.24),
             row("broken", None, status="failed", devices=4)]
     speed = tables.compute_speedups(rows, "baseline")
     assert speed["baseline"].measured is None and speed["baseline"].projected is None
-    assert speed["large"].measured == pytest.approx(1.2)
+    assert speed["large"].measured == pytest.approx(1.2) and speed["large"].measured_incl_data == pytest.approx(1.25)
     assert speed["large"].projected == pytest.approx(4.8)  # 120 / (100 / 4)
     assert speed["multi"].measured == pytest.approx(3.0) and speed["multi"].projected == pytest.approx(12.0)
     assert speed["multi"].equal_iters == pytest.approx(2.5)  # 100 / 40
+    assert speed["multi"].equal_iters_incl_data == pytest.approx(2.0)  # 120 / 60
     assert speed["broken"].measured is None and speed["broken"].projected is None
 
     header = ["command: python -m experiments.run x", "date: today", "machine: test"]
-    md = tables.markdown("T", header, [("S", rows, "baseline")])
+    md = tables.markdown("T", header, [("S", rows, "baseline")], bicubic=(25.46, 0.6758))
     assert "> command: python -m experiments.run x" in md.splitlines()[2]
-    assert "| 1.20× | 4.80× (k=4, projected) |" in md and "| 3.00× | 12.00× (k=4, projected) |" in md
-    assert "| multi | large | 2.50× | 2.24× | 1.12 |" in md
+    assert "| 100.0 | 120.0 | 1.20× / 1.25× | 4.80× (k=4, projected) |" in md
+    assert "| 40.0 | 60.0 | 3.00× / 2.50× | 12.00× (k=4, projected) |" in md
+    assert "| multi | large | 2.50× | 2.00× | 2.24× | 1.12 |" in md
+    assert "MATLAB bicubic upsampling of the same clips scores **25.46 dB** / SSIM 0.6758" in md
     assert "broken **(failed)**" in md and "T_baseline / (T_variant / k)" in md and "not a measurement" in md
+    assert "Seed spread: not measured yet" in md
 
     lines = tables.csv_text(header, [("S", rows, "baseline")]).splitlines()
     assert lines[0] == "# command: python -m experiments.run x"
     records = {r["variant"]: r for r in csv.DictReader(io.StringIO("\n".join(l for l in lines if not l.startswith("#"))))}
     assert float(records["large"]["speedup_measured"]) == pytest.approx(1.2)
+    assert float(records["large"]["speedup_measured_incl_data"]) == pytest.approx(1.25)
+    assert float(records["large"]["train_seconds_incl_data"]) == 120.0
     assert float(records["large"]["speedup_projected"]) == pytest.approx(4.8)
     assert records["large"]["projected_devices"] == "4" and records["baseline"]["speedup_projected"] == ""
     assert float(records["multi"]["speedup_equal_iters_measured"]) == pytest.approx(2.5)
+
+
+def test_seed_spread_marks_only_the_differences_larger_than_it():
+    rows = [row("baseline", 100.0, wall_seconds=110.0, psnr=26.10, seeds=(0, 1), psnr_seeds=(26.05, 26.15)),
+            row("close", 50.0, wall_seconds=55.0, psnr=26.04),  # -0.06: within the 0.12 spread
+            row("ours", 40.0, wall_seconds=45.0, psnr=25.90, seeds=(0, 1), psnr_seeds=(25.84, 25.96),
+                equal_iters_ref="close", flop_bound=2.0),  # -0.20: outside
+            row("old", 30.0, wall_seconds=33.0, wall_from_launch=True, psnr=26.40)]  # +0.30: outside
+    spread = tables.section_spread(rows)
+    assert spread.value == pytest.approx(0.12) and [label for label, _, _ in spread.rows] == ["baseline", "ours"]
+    assert rows[0].spread == pytest.approx(0.10) and rows[1].spread is None
+    md = tables.section_markdown("S", rows, "baseline")
+    assert "| 26.10 (26.05, 26.15) | — |" in md  # the baseline: mean and each seed, no delta
+    assert "| 26.04 | −0.06 |" in md  # within the spread: not marked
+    assert "| 25.90 (25.84, 25.96) | **−0.20** ✱ |" in md and "| 26.40 | **+0.30** ✱ |" in md
+    assert "| 33.0‡ |" in md  # the launch clock of an old run is marked
+    assert "The section's spread is the largest, **0.12 dB**" in md and "baseline 0.10 dB (2 seeds)" in md
+    assert "| ours | close | 1.25× | 1.22× | 2.00× | 0.62 | **−0.14** ✱ |" in md  # Δ vs the compared row
+    missing = row("half", 10.0, psnr=26.0, seeds=(0, 1), psnr_seeds=(26.0,), status="1 of 2 seeds")
+    assert tables.psnr_cell(missing) == "26.00 (26.00; 1 missing)" and missing.spread is None
+    records = list(csv.DictReader(l for l in tables.csv_text([], [("S", rows, "baseline")]).splitlines()
+                                  if not l.startswith("#")))
+    assert [r["delta_exceeds_seed_spread"] for r in records] == ["", "0", "1", "1"]
+    assert records[2]["psnr_seeds"] == "25.84 25.96" and float(records[2]["section_seed_spread"]) == pytest.approx(0.12)
+
+
+def summary_rows() -> dict:
+    t1 = [row("baseline", 400.0, wall_seconds=420.0, psnr=26.13, seeds=(0, 1), psnr_seeds=(26.06, 26.20),
+              label="baseline", paper={"psnr": 30.91}),
+          row("large_batch", 390.0, wall_seconds=400.0, psnr=25.80, minibatch=16, devices=4, label="Large-Batch",
+              paper={"speedup": 3.9, "psnr": 30.93}),
+          row("multi_st", 200.0, wall_seconds=230.0, psnr=26.01, seeds=(0, 1), psnr_seeds=(25.95, 26.07),
+              minibatch=16, devices=4, label="Multi-S&T (ours)", paper={"speedup": 6.2, "psnr": 30.90}),
+          row("multi_st_original_lr", 200.0, wall_seconds=231.0, psnr=25.70, minibatch=16, devices=4,
+              label="Multi-S&T, original scheduler")]
+    t4 = [t1[0], row("without_lr_scaling", 390.0, psnr=25.50, label="w/o LR scaling", paper={"psnr": 30.64}),
+          row("with_lr_scaling", 390.0, psnr=25.80, label="w/ LR scaling", paper={"psnr": 30.93})]
+    return {("table1", "basicvsr_m"): summary.SectionRows("T1", "baseline", tuple(t1)),
+            ("table4", "lr_scaling"): summary.SectionRows("T4", "baseline", tuple(t4))}
+
+
+def test_summary_states_each_claim_with_the_spread_and_keeps_handwritten_notes(tmp_path):
+    sections = summary_rows()
+    spread, seeded = summary.scale_spread(sections)
+    assert spread == pytest.approx(0.14) and len(seeded) == 2  # the shared baseline counted once
+    path = summary.write_summary(tmp_path / "README.md", ["command: x"], "the scale", sections, 25.46,
+                                 (21, 6000.0, 300.0), "cpu")
+    text = path.read_text()
+    assert "Multi-S&T (ours) is 0.12 dB below baseline (26.01 vs 26.13 dB), within the seed spread of 0.14 dB; " \
+           "in the paper -0.01 dB (30.90 vs 30.91): as in the paper, no difference resolved." in text
+    assert "w/ LR scaling is 0.30 dB above w/o LR scaling (25.80 vs 25.50 dB), outside the seed spread of 0.14 dB; " \
+           "in the paper +0.29 dB (30.93 vs 30.64): the same sign as the paper." in text
+    assert "Multi-S&T (ours) is 0.31 dB above Multi-S&T, original scheduler (26.01 vs 25.70 dB), outside" in text
+    assert "Multi-S&T (ours) trained in 200 s vs baseline's 400 s excluding data loading (2.00x; 1.83x including " \
+           "data loading), 8.00x projected with the paper's 4x devices (ideal scaling, not measured); " \
+           "the paper: 6.2x on 4x the GPUs." in text
+    assert "Large-Batch is 0.33 dB below baseline (25.80 vs 26.13 dB), outside the seed spread of 0.14 dB; in the " \
+           "paper +0.02 dB (30.93 vs 30.91): the paper shows no difference (below 0.05 dB)." in text
+    assert "MATLAB bicubic scores 25.46 dB on the held-out clip; the baseline 26.13 dB (+0.67 dB over bicubic)" in text
+    assert "**Compute.** 21 distinct runs, 1.75 h in all" in text
+    assert "| baseline | 100 × 4 | 26.06, 26.20 | 0.14 |" in text
+    assert "## 2. Warmup is needed for the large minibatch (Table 5)" in text and "not defined at this scale" in text
+    # a person's interpretation survives the next regeneration; the numbers are rewritten
+    edited = text.replace(summary.PLACEHOLDER, "Seed noise is as large as the effect.\n", 1)
+    path.write_text(edited)
+    sections[("table1", "basicvsr_m")] = summary.SectionRows("T1", "baseline", tuple(
+        dataclasses.replace(r, psnr=26.00) if r.variant == "multi_st" else r for r in sections[("table1", "basicvsr_m")].rows))
+    again = summary.write_summary(path, ["command: x"], "the scale", sections, 25.46, None, "cpu").read_text()
+    assert "<!-- notes:intro -->\nSeed noise is as large as the effect.\n<!-- /notes:intro -->" in again
+    assert again.count(summary.PLACEHOLDER.strip()) == text.count(summary.PLACEHOLDER.strip()) - 1
+    assert "Multi-S&T (ours) is 0.13 dB below baseline (26.00 vs 26.13 dB)" in again
 
 
 def test_no_projection_when_the_devices_were_really_added():
@@ -215,7 +378,7 @@ def smoke_table(tmp_path) -> str:
         "table": "smoke", "title": "Smoke", "sections": [{
             "name": "s", "baseline": "baseline",
             "scales": {"smoke": {"base": base, "minibatch": 1, "iterations": 2, "val_points": 1}},
-            "variants": [{"name": "baseline", "id": "1"},
+            "variants": [{"name": "baseline", "id": "1", "seeds": [3, 4]},
                          {"name": "multi_t", "id": "2", "curriculum": {"type": "temporal", "frame_counts": [2, 3]},
                           "equal_iters_ref": "baseline"}]}]})
 
@@ -227,19 +390,19 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_variants(smoke_tab
 
     def interrupt_second(command):
         trained.append(command)
-        if len(trained) == 2:
+        if len(trained) == 2:  # the baseline's second seed
             raise KeyboardInterrupt
         return real_train(command)
 
     monkeypatch.setattr(launch, "train_in_process", interrupt_second)
     assert runner.main(args) == 130
-    first_state = next((tmp_path / "runs").glob("none-*/training_states/2.state"))
+    first_state = next((tmp_path / "runs").glob("none-*-s3-*/training_states/2.state"))
     first_mtime = first_state.stat().st_mtime_ns
 
     trained.clear()
     monkeypatch.setattr(launch, "train_in_process", lambda command: trained.append(command) or real_train(command))
     assert runner.main(args) == 0
-    assert len(trained) == 1 and "temporal-" in trained[0][3]  # only the interrupted variant
+    assert len(trained) == 2 and "-s4-" in trained[0][3] and "temporal-" in trained[1][3]  # only the unfinished runs
     assert first_state.stat().st_mtime_ns == first_mtime
 
     evaluated = []
@@ -250,16 +413,69 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_variants(smoke_tab
     folder = tmp_path / "out" / "smoke"
     md = (folder / "smoke.md").read_text()
     assert "| 2 | multi_t | 1 (1×1) | temporal: 16&2 / 16&3 | 2 |" in md and "(failed)" not in md
-    records = list(csv.DictReader(l for l in (folder / "smoke.csv").read_text().splitlines() if not l.startswith("#")))
-    seconds = {r["variant"]: float(r["train_seconds_excl_data"]) for r in records}
-    assert float(records[1]["speedup_measured"]) == pytest.approx(seconds["baseline"] / seconds["multi_t"])
-    assert all(float(r["psnr"]) > 10 and float(r["total_wall_seconds"]) > 0 for r in records)
+    assert "MATLAB bicubic upsampling of the same clips scores" in md and "Seed spread (max − min PSNR over seeds): " \
+        "baseline" in md
+    rows = list(csv.DictReader(l for l in (folder / "smoke.csv").read_text().splitlines() if not l.startswith("#")))
+    seconds = {r["variant"]: float(r["train_seconds_excl_data"]) for r in rows}
+    assert float(rows[1]["speedup_measured"]) == pytest.approx(seconds["baseline"] / seconds["multi_t"])
+    for r in rows:  # both clocks are the trainer's; the launch clock includes start-up and validation
+        excl, incl, launched = (float(r[k]) for k in ("train_seconds_excl_data", "train_seconds_incl_data",
+                                                      "launch_wall_seconds"))
+        assert 0 < excl <= incl < launched and r["incl_data_from_launch_clock"] == "0" and float(r["psnr"]) > 10
+    assert rows[0]["seeds"] == "3 4" and len(rows[0]["psnr_seeds"].split()) == 2
+    seeds_psnr = [float(p) for p in rows[0]["psnr_seeds"].split()]
+    assert float(rows[0]["psnr"]) == pytest.approx(sum(seeds_psnr) / 2)
+    assert float(rows[0]["psnr_seed_spread"]) == pytest.approx(max(seeds_psnr) - min(seeds_psnr))
     for name in ("curricula.png", "val_psnr.png"):
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (folder / "logs" / "s__baseline" / "train.log").is_file() and (folder / "runner.log").is_file()
-    assert "skipping training of smoke/s/baseline" in (folder / "runner.log").read_text()
+    logs = folder / "logs"
+    assert sorted(p.name for p in logs.iterdir()) == ["s__baseline__seed3", "s__baseline__seed4", "s__multi_t"]
+    record = json.loads((logs / "s__baseline__seed3" / "result.json").read_text())
+    assert record["run"] == first_state.parents[1].name and record["wall_source"] == "trainer"
+    other = json.loads((logs / "s__baseline__seed4" / "result.json").read_text())
+    assert seconds["baseline"] == pytest.approx((record["train_seconds"] + other["train_seconds"]) / 2)  # the mean
+    assert (folder / "runner.log").is_file()
+    assert "skipping training of smoke/s/baseline (seed 3)" in (folder / "runner.log").read_text()
     # the validation curve's clock is the trainer's: at the last iteration it equals the final state's
     run_dir = first_state.parents[1]
     curve = plots.read_val_curve(run_dir)
-    assert [p.iteration for p in curve] == [2]
-    assert curve[0].train_seconds == pytest.approx(seconds["baseline"], rel=1e-5)
+    assert [p.iteration for p in curve] == [2] and curve[0].wall_seconds >= curve[0].train_seconds
+    assert curve[0].train_seconds == pytest.approx(record["train_seconds"], rel=1e-5)
+
+    # a fresh clone has the committed logs but no run folders: --report-only rebuilds the same table
+    table_before = md.split("Notes:")[0].split("### ")[1]
+    import shutil
+    shutil.rmtree(tmp_path / "runs")
+    monkeypatch.setattr(launch, "evaluate_in_process", lambda command: pytest.fail("nothing to evaluate"))
+    assert runner.main([*args, "--report-only"]) == 0
+    rebuilt = (folder / "smoke.md").read_text()
+    assert rebuilt.split("Notes:")[0].split("### ")[1] == table_before
+    assert (logs / "s__multi_t" / "result.json").is_file()
+
+
+def test_report_falls_back_to_the_launch_clock_for_runs_without_the_second_clock(tmp_path, monkeypatch):
+    run_dir = tmp_path / "none-b1-2it-w1-s0-abc"
+    run_dir.mkdir()
+    (run_dir / "ablation_record.json").write_text(json.dumps({"train_attempts": [{"seconds": 30.0}, {"seconds": 12.5}],
+                                                              "eval_attempts": [{"seconds": 4.0}]}))
+    (run_dir / "eval.json").write_text(json.dumps({"BasicVSR": {"average": {"psnr": 26.0, "ssim": 0.7}},
+                                                   "bicubic": {"average": {"psnr": 25.46, "ssim": 0.68}}}))
+    rv = SimpleNamespace(run_dir=run_dir, total_iter=2, seed=0, opt=SimpleNamespace(network_g={"type": "BasicVSR"}))
+    monkeypatch.setattr(records, "final_state", lambda rv: {"iter": 2, "train_seconds": 20.0, "wall_seconds": None})
+    result = records.result_from_run(rv)
+    assert (result.train_seconds, result.wall_seconds, result.wall_source) == (20.0, 42.5, "launch")
+    assert (result.psnr, result.bicubic_psnr, result.eval_seconds) == (26.0, 25.46, 4.0)
+    monkeypatch.setattr(records, "final_state", lambda rv: {"iter": 2, "train_seconds": 20.0, "wall_seconds": 21.0})
+    newer = records.result_from_run(rv)
+    assert (newer.wall_seconds, newer.wall_source, newer.launch_seconds) == (21.0, "trainer", 42.5)
+    assert records.RunResult.from_json(newer.to_json()) == newer
+
+
+def test_dry_run_estimate_times_every_stage_shape(smoke_table, tmp_path, capsys):
+    assert runner.main([smoke_table, "--scale", "smoke", "--dry-run", "--estimate", "--estimate-steps", "1",
+                        "--runs-root", str(tmp_path / "runs")]) == 0
+    text = capsys.readouterr().out
+    assert "3 distinct run(s): 6 iterations" in text
+    for shape in ("b1 16&2", "b1 16&3"):
+        assert f"    {shape}" in text
+    assert "estimated total:" in text and "smoke/s/baseline (seed 4)" in text and not (tmp_path / "runs").exists()
