@@ -203,6 +203,8 @@ def write_report(table: TableSpec, sections: Expanded, out_root: Path, header: l
     for rv in every:
         write_result(rv)  # a finished run's record, so the copy below can rebuild this report later
     rows, results = table_rows(table, sections, folder / "logs", failed)
+    if not any(results.values()) and not failed and (folder / f"{table.name}.md").is_file():
+        return []  # nothing of this definition has run yet: an earlier table stays readable until replaced
     blocks = [(section.title, section_rows, section.baseline) for section, section_rows in rows]
     notes = "\n\n".join(n for n in [table.notes.strip(), *(s.notes.strip() for s, _ in sections)] if n)
     skipped = [s.title for s in table.sections if s not in [sec for sec, _ in sections]]
@@ -448,8 +450,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 log.info(f"FAILED {rv.variant.name}: {outcome.error}")
     for table, sections in expanded:
         header = provenance(argv, settings, started, table, sections)
-        for path in write_report(table, sections, results, header, failed, settings.scale)[:2]:
+        written = write_report(table, sections, results, header, failed, settings.scale)
+        for path in written[:2]:
             log.info(f"wrote {display_path(path)}")
+        if not written:
+            log.info(f"kept {display_path(table_dir(results, table) / (table.name + '.md'))}: no run of this "
+                     "definition has finished yet")
     page = write_scale_summary(results, settings, argv, started, expanded, failed)
     if page is not None:
         log.info(f"wrote {display_path(page)}")
@@ -483,6 +489,8 @@ def write_scale_summary(results: Path, settings: SweepSettings, argv: Sequence[s
                 notes.append(note)
         bicubic = bicubic or bicubic_of(found)
         records.update({path: r for path, r in found.items() if r is not None})
+    if not records and not failed:
+        return None  # nothing to summarise yet (and an earlier summary stays as it is)
     compute = (len(records), sum(r.launch_seconds or 0.0 for r in records.values()),
                sum(r.eval_seconds or 0.0 for r in records.values())) if records else None
     header = [f"written by: python -m experiments.run {shlex.join(argv)}",

@@ -479,3 +479,17 @@ def test_dry_run_estimate_times_every_stage_shape(smoke_table, tmp_path, capsys)
     for shape in ("b1 16&2", "b1 16&3"):
         assert f"    {shape}" in text
     assert "estimated total:" in text and "smoke/s/baseline (seed 4)" in text and not (tmp_path / "runs").exists()
+
+
+def test_report_only_keeps_an_earlier_table_until_a_run_of_the_new_definition_finishes(smoke_table, tmp_path):
+    folder = tmp_path / "out" / "smoke"
+    folder.mkdir(parents=True)
+    (folder / "smoke.md").write_text("an earlier definition's table\n")
+    args = [smoke_table, "--scale", "smoke", "--report-only", "--runs-root", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "out")]
+    assert runner.main(args) == 0
+    assert (folder / "smoke.md").read_text() == "an earlier definition's table\n"
+    assert "kept" in (folder / "runner.log").read_text() and not (folder / "smoke.csv").exists()
+    (folder / "smoke.md").unlink()  # with no earlier table, the empty one is written
+    assert runner.main(args) == 0
+    assert "baseline **(not run)**" in (folder / "smoke.md").read_text()
