@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn import init
+from torch.utils.checkpoint import checkpoint
 
 _LOG = logging.getLogger(__name__)
 
@@ -213,3 +214,33 @@ class DCNv2Pack(nn.Module):
         if mean_abs > self.offset_warning_threshold:
             _LOG.warning("DCNv2Pack: offset mean |value| is %.1f, larger than %.0f: alignment is diverging",
                          mean_abs, self.offset_warning_threshold)
+
+
+def is_frozen(module: nn.Module) -> bool:
+    """True when no parameter requires grad (the flow part during `fix_flow`): flows are then
+    computed without autograd."""
+    return not any(p.requires_grad for p in module.parameters())
+
+
+class RecomputesActivations:
+    """Activation checkpointing for the recurrent networks (BasicVSR, IconVSR, BasicVSR++):
+    `set_activation_checkpointing(True)` makes each frame's propagation step (and, with
+    `upsampling`, its upsampler) run under non-reentrant `torch.utils.checkpoint`, so autograd
+    keeps only the step's inputs and reruns it in backward. Values and gradients are unchanged;
+    inference and `torch.no_grad()` are unaffected. The switches are plain attributes, not
+    constructor arguments, so the constructors stay BasicSR's."""
+
+    checkpoint_propagation: bool = False
+    checkpoint_upsampling: bool = False
+
+    def set_activation_checkpointing(self, enabled: bool, *, upsampling: bool = True) -> None:
+        self.checkpoint_propagation = bool(enabled)
+        self.checkpoint_upsampling = bool(enabled) and bool(upsampling)
+
+    def _maybe_checkpoint(self, enabled: bool, function: Callable[..., torch.Tensor], *args) -> torch.Tensor:
+        if enabled and self.training and torch.is_grad_enabled():
+            return checkpoint(function, *args, use_reentrant=False)
+        return function(*args)
+
+    def spynet_is_frozen(self) -> bool:
+        return is_frozen(self.spynet)

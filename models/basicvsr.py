@@ -12,9 +12,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
-from models.arch_util import ResidualBlockNoBN, flow_warp, make_layer, require
+from models.arch_util import RecomputesActivations, ResidualBlockNoBN, flow_warp, make_layer, require
 from models.spynet import SpyNet
 
 # BasicVSR-M. The paper (Lin et al.) trains a "medium" BasicVSR but gives no sizes, and it
@@ -41,7 +40,7 @@ class ConvResidualBlocks(nn.Module):
         return self.main(features)
 
 
-class BasicVSR(nn.Module):
+class BasicVSR(RecomputesActivations, nn.Module):
     """x4 video SR: (b, t, 3, h, w) in [0, 1] -> (b, t, 3, 4h, 4w).
 
     A backward and a forward recurrent branch carry features across the whole clip, each
@@ -52,8 +51,11 @@ class BasicVSR(nn.Module):
     less (see `models.spynet.SpyNet`), so the 32x32 crops of the multigrid curriculum train at
     a quarter of a 64x64 crop's cost; from 33 px on the numbers are BasicSR's.
 
-    `set_activation_checkpointing(True)` trades compute for memory when training on long clips
-    (see there); it changes no value, only what autograd keeps between forward and backward.
+    `set_activation_checkpointing(True)` (`models.arch_util.RecomputesActivations`) trades
+    compute for memory when training on long clips: at x4 the upsampler works on 16x the pixels
+    of the trunks, so it holds most of the activation memory; for a 64x64x15 BasicVSR-M step,
+    checkpointing the trunks alone saves ~35%, trunks and upsampler ~80%, for ~30% more step time
+    (benchmarks/bench_memory.py, bench_step.py --sweep). It changes no value.
 
     When no SpyNet parameter requires grad (the `fix_flow` phase of training) and the input
     does not either, flows are computed under `torch.no_grad()`: same values. (Autograd would
@@ -93,32 +95,6 @@ class BasicVSR(nn.Module):
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
         self.pixel_shuffle = nn.PixelShuffle(2)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
-        # Plain attributes, not constructor arguments: the constructor stays BasicSR's.
-        self.checkpoint_propagation = False
-        self.checkpoint_upsampling = False
-
-    def set_activation_checkpointing(self, enabled: bool, *, upsampling: bool = True) -> None:
-        """Recompute activations in backward instead of keeping them (training only).
-
-        Every frame's propagation step (warp + trunk) in both branches, and with `upsampling`
-        its fusion + upsampler, runs under `torch.utils.checkpoint` (non-reentrant): autograd
-        keeps only each step's inputs (the hidden state, frame and flow, which are kept anyway)
-        and reruns the step during backward. At x4 the upsampler works on 16x the pixels of the
-        trunks, so it holds most of the activation memory: for a 64x64x15 BasicVSR-M step,
-        checkpointing the trunks alone saves ~35%, trunks and upsampler ~80%, for ~30% more
-        step time (benchmarks/bench_memory.py, bench_step.py --sweep). Values and gradients are
-        unchanged. Inference and `torch.no_grad()` are unaffected.
-        """
-        self.checkpoint_propagation = bool(enabled)
-        self.checkpoint_upsampling = bool(enabled) and bool(upsampling)
-
-    def _maybe_checkpoint(self, enabled: bool, function, *args: torch.Tensor | None) -> torch.Tensor:
-        if enabled and self.training and torch.is_grad_enabled():
-            return checkpoint(function, *args, use_reentrant=False)
-        return function(*args)
-
-    def spynet_is_frozen(self) -> bool:
-        return not any(p.requires_grad for p in self.spynet.parameters())
 
     def get_flow(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(forward, backward) flows, each (b, t-1, 2, h, w): forward[:, i] warps frame i onto

@@ -29,11 +29,10 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
-from models.arch_util import flow_warp, modulated_deform_conv, require
+from models.arch_util import RecomputesActivations, flow_warp, modulated_deform_conv, require
 from models.basicvsr import ConvResidualBlocks
-from models.spynet import SpyNet, clip_flows, is_frozen
+from models.spynet import SpyNet, clip_flows
 
 # Propagation branches in the order they run (second-order grid propagation, paper Fig. 3):
 # each one sees the spatial features and the outputs of every branch before it.
@@ -113,7 +112,7 @@ class SecondOrderDeformableAlignment(nn.Module):
         return modulated_deform_conv(x, offset, mask, self.weight, self.bias, padding=self.padding)
 
 
-class BasicVSRPlusPlus(nn.Module):
+class BasicVSRPlusPlus(RecomputesActivations, nn.Module):
     """x4 video SR: (b, t, 3, h, w) in [0, 1] -> (b, t, 3, 4h, 4w); with `is_low_res_input=False`
     the output has the input's size (h, w multiples of 4; BasicVSR++ for deblurring/denoising).
 
@@ -184,32 +183,6 @@ class BasicVSRPlusPlus(nn.Module):
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
         self.img_upsample = nn.Upsample(scale_factor=4, mode="bilinear", align_corners=False)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
-        # Plain attributes, not constructor arguments: the constructor stays BasicSR's.
-        self.checkpoint_propagation = False
-        self.checkpoint_upsampling = False
-
-    # -- training switches -----------------------------------------------------------------------
-
-    def set_activation_checkpointing(self, enabled: bool, *, upsampling: bool = True) -> None:
-        """Recompute activations in backward instead of keeping them (training only).
-
-        The spatial feature extractor, every propagation step (second-order warps, deformable
-        alignment, trunk) of all four branches and, with `upsampling`, every frame's
-        reconstruction + upsampler run under `torch.utils.checkpoint` (non-reentrant): autograd
-        keeps only each step's inputs (features and flows that are kept anyway) and reruns the
-        step during backward. Values and gradients are unchanged; inference and
-        `torch.no_grad()` are unaffected.
-        """
-        self.checkpoint_propagation = bool(enabled)
-        self.checkpoint_upsampling = bool(enabled) and bool(upsampling)
-
-    def _maybe_checkpoint(self, enabled: bool, function: Callable[..., torch.Tensor], *args) -> torch.Tensor:
-        if enabled and self.training and torch.is_grad_enabled():
-            return checkpoint(function, *args, use_reentrant=False)
-        return function(*args)
-
-    def spynet_is_frozen(self) -> bool:
-        return is_frozen(self.spynet)
 
     # -- pieces ----------------------------------------------------------------------------------
 

@@ -29,17 +29,16 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
-from models.arch_util import ResidualBlockNoBN, flow_warp, make_layer, require
+from models.arch_util import RecomputesActivations, ResidualBlockNoBN, flow_warp, is_frozen, make_layer, require
 from models.basicvsr import ConvResidualBlocks
 from models.edvr import PCDAlignment, TSAFusion, align_to_reference, feature_pyramid
-from models.spynet import SpyNet, clip_flows, is_frozen
+from models.spynet import SpyNet, clip_flows
 from vsr_accel.checkpoint import load_weights_strict, read_weights
 
 # Fixed in BasicSR's EDVRFeatureExtractor (not constructor arguments).
@@ -123,7 +122,7 @@ class EDVRFeatureExtractor(nn.Module):
         return self.fusion(align_to_reference(self.pcd_align, pyramid, self.center_frame_idx))
 
 
-class IconVSR(nn.Module):
+class IconVSR(RecomputesActivations, nn.Module):
     """x4 video SR: (b, t, 3, h, w) in [0, 1] -> (b, t, 3, 4h, 4w).
 
     Args (BasicSR's):
@@ -172,30 +171,6 @@ class IconVSR(nn.Module):
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
         self.pixel_shuffle = nn.PixelShuffle(2)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
-        # Plain attributes, not constructor arguments: the constructor stays BasicSR's.
-        self.checkpoint_propagation = False
-        self.checkpoint_upsampling = False
-
-    # -- training switches -----------------------------------------------------------------------
-
-    def set_activation_checkpointing(self, enabled: bool, *, upsampling: bool = True) -> None:
-        """Recompute activations in backward instead of keeping them (training only).
-
-        Each keyframe's feature extraction, every propagation step (warp, keyframe fusion,
-        trunk) of both branches and, with `upsampling`, every frame's upsampler run under
-        `torch.utils.checkpoint` (non-reentrant). Values and gradients are unchanged; inference
-        and `torch.no_grad()` are unaffected.
-        """
-        self.checkpoint_propagation = bool(enabled)
-        self.checkpoint_upsampling = bool(enabled) and bool(upsampling)
-
-    def _maybe_checkpoint(self, enabled: bool, function: Callable[..., torch.Tensor], *args) -> torch.Tensor:
-        if enabled and self.training and torch.is_grad_enabled():
-            return checkpoint(function, *args, use_reentrant=False)
-        return function(*args)
-
-    def spynet_is_frozen(self) -> bool:
-        return is_frozen(self.spynet)
 
     # -- pieces ----------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.arch_util import flow_warp
+from models.arch_util import flow_warp, is_frozen
 from vsr_accel.checkpoint import load_weights_strict, read_weights
 
 NUM_LEVELS = 6
@@ -146,11 +146,6 @@ class SpyNet(nn.Module):
         flow[:, 0, :, :] *= float(w) / float(w_padded)
         flow[:, 1, :, :] *= float(h) / float(h_padded)
         return flow
-
-
-def is_frozen(spynet: nn.Module) -> bool:
-    """True when no parameter requires grad (the `fix_flow` phase of training)."""
-    return not any(p.requires_grad for p in spynet.parameters())
 
 
 def clip_flows(spynet: SpyNet, frames: torch.Tensor, *, mirrored: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
