@@ -18,7 +18,7 @@ import torch
 
 from vsr_accel.errors import DataError
 from vsr_accel.fsio import atomic_write_bytes, fsync_dir, remove_stale_temps
-from vsr_accel.inference import quantize
+from vsr_accel.metrics import quantize_like_tensor2img
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FRAME_NAME = "{:08d}.png"
@@ -196,7 +196,7 @@ def save_restored_clip(folder: Path, frames: torch.Tensor, names: Sequence[str],
     iteration during training), quantised like BasicSR's tensor2img, each written atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}_{suffix}.png" for name in names]
-    for path, frame in zip(paths, quantize(frames)):
+    for path, frame in zip(paths, quantize_like_tensor2img(frames)):
         atomic_write_bytes(path, encode_png(frame), sync_dir=False)
     fsync_dir(folder)
     return paths

@@ -30,7 +30,7 @@ from vsr_accel.checkpoint import PARAM_KEYS, load_weights_strict, read_training_
 from vsr_accel.chunking import EDVR_TEST_PADDING, Chunk, SlidingWindow, tile_spans, window_context, window_positions
 from vsr_accel.config import read_yaml
 from vsr_accel.errors import CheckpointError, ConfigError, DataError
-from vsr_accel.metrics import calculate_psnr
+from vsr_accel.metrics import calculate_psnr, quantize_like_tensor2img
 from vsr_accel.prefetch import uint8_to_unit_float
 
 # Defaults chosen by measurement (benchmarks/bench_infer_memory.py --fidelity, 128 real frames):
@@ -187,9 +187,7 @@ def frames_to_tensor(frames: Sequence[np.ndarray]) -> torch.Tensor:
     return uint8_to_unit_float(stacked.permute(0, 3, 1, 2))
 
 
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Float in [0, 1] -> uint8 exactly as BasicSR's tensor2img (clamp, *255, round half-even)."""
-    return (x.float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+quantize = quantize_like_tensor2img  # frames written by infer.py, as BasicSR's tensor2img rounds them
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:

@@ -206,8 +206,7 @@ def _prepare_batch(sr: torch.Tensor, gt: torch.Tensor, crop_border: int, test_y_
 def _to_255_scale(x: torch.Tensor, quantize: bool) -> torch.Tensor:
     if not quantize:
         return x.to(torch.float64) * 255.0
-    # tensor2img's arithmetic: clamp and scale in float32, round half-to-even
-    return (x.to(torch.float32).clamp(0.0, 1.0) * 255.0).round().to(torch.float64)
+    return quantize_like_tensor2img(x).to(torch.float64)
 
 
 def _luma_like_basicsr_torch(rgb_255: torch.Tensor) -> torch.Tensor:
@@ -221,16 +220,18 @@ def _luma_like_basicsr_torch(rgb_255: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- quantisation
 
-def tensor_to_uint8_image(t: torch.Tensor) -> np.ndarray:
-    """(3, H, W) RGB tensor in [0, 1] -> (H, W, 3) uint8 RGB array, rounded like `tensor2img`.
+def quantize_like_tensor2img(x: torch.Tensor) -> torch.Tensor:
+    """Float in [0, 1] -> uint8, BasicSR's `tensor2img` arithmetic: clamp and scale by 255 in
+    float32, round half-to-even (numpy `round`). Truncating instead (a plain uint8 cast) would
+    bias every frame dark by half a level. The one quantiser of scores, saved frames and inference."""
+    return (x.detach().to(torch.float32).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
 
-    BasicSR clamps in float32 and rounds `x * 255` half-to-even (numpy `round`); truncating
-    instead (a plain uint8 cast) would bias every frame dark by half a level.
-    """
+
+def tensor_to_uint8_image(t: torch.Tensor) -> np.ndarray:
+    """(3, H, W) RGB tensor in [0, 1] -> (H, W, 3) uint8 RGB array, rounded like `tensor2img`."""
     if t.dim() != 3 or t.shape[0] != 3:
         raise ValueError(f"expected an RGB tensor of shape (3, H, W), got {tuple(t.shape)}")
-    scaled = t.detach().to(device="cpu", dtype=torch.float32).clamp(0.0, 1.0) * 255.0
-    return scaled.round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return quantize_like_tensor2img(t.cpu()).permute(1, 2, 0).contiguous().numpy()
 
 
 __all__ = [
@@ -238,6 +239,7 @@ __all__ = [
     "calculate_ssim",
     "gaussian_window_1d",
     "psnr_torch",
+    "quantize_like_tensor2img",
     "ssim_torch",
     "tensor_to_uint8_image",
 ]
