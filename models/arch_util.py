@@ -5,6 +5,7 @@ order, so BasicSR checkpoints load with strict=True and produce the same numbers
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Callable
 
@@ -15,6 +16,14 @@ from torch.nn import init
 from torch.utils.checkpoint import checkpoint
 
 _LOG = logging.getLogger(__name__)
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A float32 region inside autocast. Devices without autocast (the meta device, on which
+    benchmarks count FLOPs) get a no-op: there is nothing to switch off."""
+    if device.type in ("cpu", "cuda", "xpu", "mps", "hpu"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class InvalidArgument(ValueError):
@@ -128,7 +137,7 @@ def modulated_deform_conv(
     """
     from torchvision.ops import deform_conv2d
 
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with autocast_off(x.device):
         out = deform_conv2d(x.float(), offset.float(), weight.float(), None if bias is None else bias.float(),
                             stride, padding, dilation, mask.float())
     return out.to(x.dtype)
@@ -208,7 +217,7 @@ class DCNv2Pack(nn.Module):
     def _warn_on_large_offsets(self, offset: torch.Tensor) -> None:
         """Offsets that blow up are the usual sign of a diverging EDVR; say so, now and then."""
         self._calls += 1
-        if (self._calls - 1) % self.offset_check_interval:
+        if (self._calls - 1) % self.offset_check_interval or offset.device.type == "meta":
             return
         mean_abs = float(offset.detach().abs().mean())
         if mean_abs > self.offset_warning_threshold:

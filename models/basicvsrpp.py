@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.arch_util import RecomputesActivations, flow_warp, modulated_deform_conv, require
+from models.arch_util import RecomputesActivations, autocast_off, flow_warp, modulated_deform_conv, require
 from models.basicvsr import ConvResidualBlocks
 from models.spynet import SpyNet, clip_flows
 
@@ -100,7 +100,7 @@ class SecondOrderDeformableAlignment(nn.Module):
         (b, 3C, h, w); flows (b, 2, h, w) in pixels, (dx, dy), from frame n to n-1 and n-2."""
         out = self.conv_offset(torch.cat([cond, flow_1, flow_2], dim=1)).float()
         taps = self.deformable_groups * KERNEL_SIZE * KERNEL_SIZE  # (group, kernel tap) pairs
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_off(x.device):
             residue = self.max_residue_magnitude * torch.tanh(out[:, :2 * taps])  # (dy, dx) per pair
             # The first half of the groups samples feature n-1 around flow_1, the second half
             # feature n-2 around flow_2; deform_conv2d wants (dy, dx), flows are (dx, dy).

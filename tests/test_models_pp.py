@@ -601,3 +601,13 @@ def test_mmagic_checkpoint_loads_where_models_are_loaded(tmp_path):
     opt = load_options(write_options(tmp_path / "o.yml", options))
     model = train.build_model(opt, resolve_speed("none", False, torch.device("cpu")), torch.device("cpu"))
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("network, spec", [("BasicVSRPlusPlus", TINY_PP), ("IconVSR", TINY_ICON)])
+def test_flops_are_countable_on_the_meta_device(network, spec):
+    """The benchmarks count training FLOPs on the meta device (shapes only): the float32
+    regions around the deformable convolutions must not need autocast there."""
+    from benchmarks._common import training_flops
+
+    small, large = (training_flops({"type": network, **spec}, 1, 3, crop) for crop in (16, 32))
+    assert 3.5 < large / small < 4.5
