@@ -2,6 +2,8 @@
 
     python -m experiments.run --list                                  # the tables and their scales
     python -m experiments.run table1 --scale cpu --dry-run            # variants, curricula, LRs, run folders
+    python -m experiments.run all --scale cpu                         # every table: train + evaluate + write
+    python -m experiments.run all --scale cpu --dry-run --estimate    # every run, and its time measured here
     python -m experiments.run table1 table8 --scale cpu               # train + evaluate + write tables/figures
     python -m experiments.run table1 --scale paper --nproc-per-node 8 # every variant under torchrun, 8 processes
     python -m experiments.run table1 --scale paper --nproc-per-node 4 --scale-devices  # k x devices for k x batch rows
@@ -11,7 +13,7 @@
 Each variant trains with `python train.py -opt <resolved options> --auto_resume` in its own process
 (with `--nproc-per-node N`: `python -m torch.distributed.run --standalone --nproc_per_node=N
 train.py ...`; the runner itself is always started with plain `python`, never under torchrun), in
-`experiments/runs/<scale>/<curriculum>-b<minibatch>-<iters>it-w<devices>-<hash>/`. The folder name
+`experiments/runs/<scale>/<curriculum>-b<minibatch>-<iters>it-w<devices>-s<seed>-<hash>/`. The folder name
 hashes every option that changes results, so identical variants of different tables (every table's
 baseline, Table 1's Multi-S&T and Table 8's hierarchical 6-stage row) train once and are shared, and
 a changed definition never reuses a stale run. A variant whose final training state exists is not
@@ -223,7 +225,20 @@ def write_report(table: TableSpec, sections: Expanded, out_root: Path, header: l
     written.append(plots.plot_val_psnr(val, folder / "val_psnr.png",
                                        f"{title}: validation PSNR vs training time", header))
     written += copy_run_logs(every, folder / "logs")
+    prune_stale_logs(every, folder / "logs")
     return written
+
+
+def prune_stale_logs(resolved: Sequence[ResolvedVariant], folder: Path) -> list[Path]:
+    """Remove log folders of rows the definition no longer has (an earlier definition's rows, e.g.
+    `basicvsr_m__baseline` once the baseline trains with seeds), so the table's evidence is its own."""
+    if not folder.is_dir():
+        return []
+    current = {rv.log_name for rv in resolved}
+    stale = [path for path in folder.iterdir() if path.is_dir() and path.name not in current]
+    for path in stale:
+        shutil.rmtree(path)
+    return stale
 
 
 def _curve_label(rv: ResolvedVariant, seed: bool = True) -> str:

@@ -64,18 +64,18 @@ def test_cpu_scale_keeps_the_papers_ratios_and_shares_identical_runs(tmp_path):
     t1 = expand("table1", "cpu", tmp_path)["basicvsr_m"]
     t8 = expand("table8", "cpu", tmp_path)["combinations"]
     base, large = t1["baseline"], t1["large_batch"]
-    assert (base.minibatch, base.total_iter, base.schedule.describe()) == (2, 240, "32&7")
-    assert (large.minibatch, large.total_iter) == (8, 60)
-    assert peak_lrs(large) == {8e-3} and peak_lrs(base) == {2e-3}  # LR x4 for the 4x minibatch
-    assert large.plan["warmup_iter"] == 4  # 1/15 of the run, as 5k of 75k
+    assert (base.minibatch, base.total_iter, base.schedule.describe()) == (1, 600, "24&7")
+    assert (large.minibatch, large.total_iter) == (4, 150)
+    assert peak_lrs(large) == {4e-3} and peak_lrs(base) == {1e-3}  # LR x4 for the 4x minibatch
+    assert large.plan["warmup_iter"] == 10  # 1/15 of the run, as 5k of 75k
     assert base.opt.train.channels_last is False and base.opt.network_g["num_feat"] == 16
-    assert t1["multi_s"].schedule.describe() == "16&7 / 32&7"
-    assert t1["multi_t"].schedule.describe() == "32&3 / 32&5 / 32&7"
-    assert t1["multi_st"].schedule.describe() == "16&3 / 16&5 / 16&7 / 32&3 / 32&5 / 32&7"
-    assert [s.iters for s in t1["multi_st"].schedule.stages] == [10] * 6  # equal stages, as the paper
-    assert t8["sync_2"].schedule.describe() == "16&3 / 32&7"
-    assert t8["sync_3"].schedule.describe() == "16&3 / 24&5 / 32&7"
-    assert t8["hier_4"].schedule.describe() == "16&3 / 16&7 / 32&3 / 32&7"
+    assert t1["multi_s"].schedule.describe() == "12&7 / 24&7"
+    assert t1["multi_t"].schedule.describe() == "24&3 / 24&5 / 24&7"
+    assert t1["multi_st"].schedule.describe() == "12&3 / 12&5 / 12&7 / 24&3 / 24&5 / 24&7"
+    assert [s.iters for s in t1["multi_st"].schedule.stages] == [25] * 6  # equal stages, as the paper
+    assert t8["sync_2"].schedule.describe() == "12&3 / 24&7"
+    assert t8["sync_3"].schedule.describe() == "12&3 / 18&5 / 24&7"
+    assert t8["hier_4"].schedule.describe() == "12&3 / 12&7 / 24&3 / 24&7"
     # the same resolved options train once for both tables
     assert t8["hier_6"].run_dir == t1["multi_st"].run_dir and t8["baseline"].run_dir == base.run_dir
     assert t8["sync_2"].run_dir != t8["hier_4"].run_dir
@@ -108,19 +108,19 @@ def test_seeded_rows_train_once_per_seed_and_every_table_shares_them(tmp_path):
 def test_table9_appends_the_extra_stage_after_the_default_six(tmp_path):
     cpu = expand("table9", "cpu", tmp_path)["extra_stage"]["multi_st_extra"]
     assert cpu.schedule.kind == "custom" and cpu.options["train"]["curriculum"]["type"] == "custom"
-    assert cpu.schedule.describe() == "16&3 / 16&5 / 16&7 / 32&3 / 32&5 / 32&7 / 32&10"
-    assert [s.iters for s in cpu.schedule.stages] == [10] * 6 + [16]  # 60 + 240/15, as 75k + 20k
-    assert cpu.total_iter == 76 and cpu.minibatch == 8 and cpu.plan["warmup_iter"] == 4 and peak_lrs(cpu) == {8e-3}
+    assert cpu.schedule.describe() == "12&3 / 12&5 / 12&7 / 24&3 / 24&5 / 24&7 / 27&8"
+    assert [s.iters for s in cpu.schedule.stages] == [25] * 6 + [40]  # 150 + 600/15, as 75k + 20k
+    assert cpu.total_iter == 190 and cpu.minibatch == 4 and cpu.plan["warmup_iter"] == 10 and peak_lrs(cpu) == {4e-3}
     assert len(cpu.lr_schedule.restart_iters) == 6  # the LR restarts at every stage, the extra one included
     paper = expand("table9", "paper", tmp_path)["extra_stage"]["multi_st_extra"]
     assert paper.schedule.describe().endswith("64&15 / 72&17") and paper.total_iter == 95_000
     assert paper.schedule.stages[-1].iters == 20_000
     limited = expand("table9", "cpu", tmp_path, limit_iters=3)["extra_stage"]["multi_st_extra"]
-    assert len(limited.schedule.stages) == 7 and limited.limited_from == 76 and limited.total_iter < 76
+    assert len(limited.schedule.stages) == 7 and limited.limited_from == 190 and limited.total_iter < 190
 
 
 def test_original_scheduler_control_is_one_cosine_over_the_multigrid_run(tmp_path):
-    for scale, iters in (("cpu", 60), ("paper", 75_000)):
+    for scale, iters in (("cpu", 150), ("paper", 75_000)):
         rows = expand("table1", scale, tmp_path)["basicvsr_m"]
         control, ours = rows["multi_st_original_lr"], rows["multi_st"]
         assert control.schedule.describe() == ours.schedule.describe()  # the shapes still change
@@ -155,19 +155,19 @@ def test_scale_presets_and_stage_lists_are_checked(tmp_path, capsys):
     rows = {rv.variant.name: rv for _, rvs in runner.expand(runner.load_table(write_definition(tmp_path / "p.yml", table)),
                                                             runner.SweepSettings("cpu", tmp_path)) for rv in rvs}
     assert rows["b"].total_iter == 120 and rows["b"].opt.train.grad_clip == 1.0  # given keys override the preset
-    assert rows["b"].opt.train.optim_g.lr == pytest.approx(2e-3)  # the rest comes from it
+    assert rows["b"].opt.train.optim_g.lr == pytest.approx(1e-3)  # the rest comes from it
     assert rows["c"].schedule.describe() == "16&3 / 32&7" and [s.iters for s in rows["c"].schedule.stages] == [60, 60]
 
 
 def test_lr_scaling_and_warmup_ablations(tmp_path):
     t4 = expand("table4", "cpu", tmp_path)["lr_scaling"]
-    assert peak_lrs(t4["without_lr_scaling"]) == {2e-3} and t4["without_lr_scaling"].opt.train.base_batch is None
-    assert peak_lrs(t4["with_lr_scaling"]) == {8e-3}
+    assert peak_lrs(t4["without_lr_scaling"]) == {1e-3} and t4["without_lr_scaling"].opt.train.base_batch is None
+    assert peak_lrs(t4["with_lr_scaling"]) == {4e-3}
     t5 = expand("table5", "cpu", tmp_path)["warmup"]
     assert t5["without_warmup"].plan["warmup_iter"] == 0
     constant, linear = t5["constant_warmup"].lr_schedule, t5["linear_warmup"].lr_schedule
-    assert constant.lr_at(0) == pytest.approx(0.1 * 8e-3, rel=0.01) and constant.lr_at(4) > 5 * constant.lr_at(3)
-    assert linear.lr_at(0) == pytest.approx(8e-3 / 4, rel=0.01) and linear.lr_at(1) > linear.lr_at(0)
+    assert constant.lr_at(0) == pytest.approx(0.1 * 4e-3, rel=0.01) and constant.lr_at(10) > 5 * constant.lr_at(9)
+    assert linear.lr_at(0) == pytest.approx(4e-3 / 10, rel=0.01) and linear.lr_at(1) > linear.lr_at(0)
     t6 = expand("table6", "paper", tmp_path)["minibatch"]
     assert [(t6[n].minibatch, t6[n].total_iter) for n in ("minibatch_x2", "minibatch_x3", "minibatch_x4")] == \
         [(32, 150_000), (48, 100_000), (64, 75_000)]
@@ -196,7 +196,7 @@ def test_every_builtin_table_resolves(tmp_path, scale):
 
 def test_limit_iters_keeps_every_stage_and_the_warmup_share(tmp_path):
     rows = expand("table1", "cpu", tmp_path, limit_iters=3)["basicvsr_m"]
-    assert rows["baseline"].total_iter == 3 and rows["baseline"].limited_from == 240
+    assert rows["baseline"].total_iter == 3 and rows["baseline"].limited_from == 600
     assert rows["multi_st"].total_iter == 6 and len(rows["multi_st"].schedule.stages) == 6
     assert 1 <= rows["large_batch"].plan["warmup_iter"] < rows["large_batch"].total_iter
     assert rows["baseline"].run_dir != expand("table1", "cpu", tmp_path)["basicvsr_m"]["baseline"].run_dir
@@ -208,8 +208,8 @@ def test_dry_run_lists_variants_and_curricula_without_training(tmp_path, capsys)
                       "--out", str(out)])
     text = capsys.readouterr().out
     assert rc == 0
-    assert "multigrid: 16&3 / 16&5 / 16&7 / 32&3 / 32&5 / 32&7" in text and "2.24x" in text
-    assert "synchronous: 16&3 / 24&5 / 32&7" in text and "section 'basicvsr': not defined at scale 'cpu'" in text
+    assert "multigrid: 12&3 / 12&5 / 12&7 / 24&3 / 24&5 / 24&7" in text and "2.24x" in text
+    assert "synchronous: 12&3 / 18&5 / 24&7" in text and "section 'basicvsr': not defined at scale 'cpu'" in text
     assert "16-channel BasicVSR (2 blocks) on the demo footage (cpu scale)" in text and "REDS4" not in text
     # Table 1: 2 baseline seeds, Large-Batch, Multi-S, Multi-T, 2 Multi-S&T seeds, the scheduler control;
     # Table 8: synchronous 2 and 3, hierarchical 4 (its 6-stage row and baseline are Table 1's runs)
@@ -442,6 +442,9 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_variants(smoke_tab
     assert [p.iteration for p in curve] == [2] and curve[0].wall_seconds >= curve[0].train_seconds
     assert curve[0].train_seconds == pytest.approx(record["train_seconds"], rel=1e-5)
 
+    # an earlier definition's log folders are removed when the table is written again
+    (logs / "s__gone").mkdir()
+    (logs / "s__gone" / "train.log").write_text("old\n")
     # a fresh clone has the committed logs but no run folders: --report-only rebuilds the same table
     table_before = md.split("Notes:")[0].split("### ")[1]
     import shutil
@@ -450,7 +453,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_variants(smoke_tab
     assert runner.main([*args, "--report-only"]) == 0
     rebuilt = (folder / "smoke.md").read_text()
     assert rebuilt.split("Notes:")[0].split("### ")[1] == table_before
-    assert (logs / "s__multi_t" / "result.json").is_file()
+    assert (logs / "s__multi_t" / "result.json").is_file() and not (logs / "s__gone").exists()
 
 
 def test_report_falls_back_to_the_launch_clock_for_runs_without_the_second_clock(tmp_path, monkeypatch):
