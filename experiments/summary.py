@@ -80,7 +80,7 @@ CLAIMS: tuple[Claim, ...] = (
            (_k(*T9, "multi_st_extra")[0], _k(*T1, "baseline")[0]))),
 )
 
-OTHER_TABLES = (("table6", "minibatch"), ("table7", "spatial"), ("table7", "temporal"))
+OTHER_TABLES = (("table6", "minibatch"), ("table7", "spatial"), ("table7", "temporal"), ("basicvsrpp", "curriculum"))
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,18 @@ def test_seeded_rows_train_once_per_seed_and_every_table_shares_them(tmp_path):
     assert len(paper) == 1 and not paper[0].multi_seed and paper[0].log_name == "basicvsr_m__baseline"
 
 
+def test_basicvsrpp_table_differs_from_its_baseline_in_the_curriculum_only(tmp_path):
+    rows = expand("basicvsrpp", "cpu", tmp_path)["curriculum"]
+    base, ours = rows["baseline"], rows["multi_st"]
+    assert base.options["network_g"]["type"] == ours.options["network_g"]["type"] == "BasicVSRPlusPlus"
+    assert (base.minibatch, base.total_iter) == (ours.minibatch, ours.total_iter) == (1, 600)
+    assert base.schedule.describe() == "24&7"
+    assert ours.schedule.describe() == "12&3 / 12&5 / 12&7 / 24&3 / 24&5 / 24&7"
+    assert peak_lrs(base) == peak_lrs(ours) == {1e-3}
+    basicvsr = expand("table1", "cpu", tmp_path)["basicvsr_m"]["baseline"]
+    assert base.run_dir != basicvsr.run_dir
+
+
 def test_table9_appends_the_extra_stage_after_the_default_six(tmp_path):
     cpu = expand("table9", "cpu", tmp_path)["extra_stage"]["multi_st_extra"]
     assert cpu.schedule.kind == "custom" and cpu.options["train"]["curriculum"]["type"] == "custom"
@@ -186,7 +198,7 @@ def test_every_builtin_table_resolves(tmp_path, scale):
         assert sections and all(rvs for _, rvs in sections)
         tables_at_scale.append(name)
     expected = ["table1", "table4", "table5", "table6", "table7", "table8", "table9"]
-    assert tables_at_scale == (["table1", "table2", *expected[1:]] if scale == "paper" else expected)
+    assert tables_at_scale == (["table1", "table2", *expected[1:]] if scale == "paper" else ["basicvsrpp", *expected])
     t7 = expand("table7", "paper", tmp_path)
     assert t7["spatial"]["s_4"].schedule.describe() == "32&15 / 40&15 / 48&15 / 64&15"
     assert t7["temporal"]["t_4"].schedule.describe() == "64&7 / 64&9 / 64&11 / 64&15"
