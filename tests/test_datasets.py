@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import load_script
 from datasets import (REDSRecurrentDataset, Vimeo90KRecurrentDataset, Vimeo90KTestDataset,
                       VideoRecurrentTestDataset, build_dataset, check_dataset_spec)
 from datasets.io import bgr_uint8_to_rgb_float, decode_image
@@ -31,14 +32,6 @@ from vsr_accel.errors import ConfigError, DataError
 SCALE = 4
 LR_HW = (10, 12)
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"vsr_script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def label_of(frame: int) -> int:

@@ -18,26 +18,18 @@ from models.basicvsr import BasicVSR
 from models.edvr import EDVR
 from models.spynet import SpyNet, pyramid_levels
 from tests.basicsr_ref import load
+from tests.model_helpers import key_shapes, perturb
 from vsr_accel.checkpoint import load_weights_strict, read_weights
 from vsr_accel.errors import CheckpointError, ConfigError
 
 # BasicSR's own modules warn about distutils and meshgrid on current torch; not our concern here.
-pytestmark = pytest.mark.filterwarnings("ignore:distutils Version classes:DeprecationWarning",
-                                        "ignore:torch.meshgrid:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:distutils Version classes:DeprecationWarning",
+                                         "ignore:torch.meshgrid:UserWarning"),
+              pytest.mark.usefixtures("single_thread")]
 
 SMALL_BASICVSR = {"num_feat": 8, "num_block": 1}
 SMALL_EDVR = {"num_feat": 8, "num_frame": 3, "deformable_groups": 2, "num_extract_block": 1,
               "num_reconstruct_block": 1}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: on a shared 2-core machine intra-op threads only add contention
-    (measured: the file runs ~2-3x faster single-threaded under load). Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
@@ -46,20 +38,6 @@ def _quiet_spynet_warning():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="BasicVSR: spynet_path")
         yield
-
-
-def perturb(module: nn.Module, seed: int = 0, scale: float = 0.02, offset_scale: float = 0.05) -> nn.Module:
-    """Add noise to every parameter, so zero-initialised ones (biases, DCN offset convs) matter too."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            param.add_(noise * (offset_scale if "conv_offset" in name else scale))
-    return module
-
-
-def key_shapes(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
-    return [(key, tuple(value.shape)) for key, value in module.state_dict().items()]
 
 
 def save_basicsr_checkpoint(module: nn.Module, path: Path) -> Path:

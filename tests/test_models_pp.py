@@ -26,42 +26,20 @@ from models.edvr import EDVR
 from vsr_accel.step import flow_parameter_names
 from models.iconvsr import IconVSR, keyframe_indices, reflect_index, temporal_padding_order
 from tests.basicsr_ref import load
+from tests.model_helpers import key_shapes, perturb
 from vsr_accel.checkpoint import load_weights_strict, read_weights
 from vsr_accel.errors import CheckpointError, ConfigError
 
 # BasicSR's modules warn about distutils, meshgrid and missing CUDA; our constructors about
 # missing pretrained SpyNet / EDVR weights (on purpose in these tests).
-pytestmark = pytest.mark.filterwarnings(
+pytestmark = [pytest.mark.filterwarnings(
     "ignore:distutils Version classes:DeprecationWarning", "ignore:torch.meshgrid:UserWarning",
-    "ignore:.*(spynet|edvr)_path is not set:UserWarning")
+    "ignore:.*(spynet|edvr)_path is not set:UserWarning"), pytest.mark.usefixtures("single_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PP = {"mid_channels": 8, "num_blocks": 1}
 TINY_ICON = {"num_feat": 8, "num_block": 1, "keyframe_stride": 2}
 TOLERANCE = 1e-5  # the issue's bound; the comparisons below have measured exactly 0 on this CPU
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors on a shared 2-core machine: intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def perturb(module: nn.Module, seed: int = 0, scale: float = 0.02, offset_scale: float = 0.05) -> nn.Module:
-    """Noise on every parameter, so zero-initialised ones (biases, offset heads) matter too."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            param.add_(noise * (offset_scale if "conv_offset" in name else scale))
-    return module
-
-
-def key_shapes(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
-    return [(key, tuple(value.shape)) for key, value in module.state_dict().items()]
 
 
 def reference_basicvsrpp(**kwargs) -> nn.Module:

@@ -19,16 +19,9 @@ from models.basicvsr import BasicVSR
 from vsr_accel.curriculum import build_schedule
 from vsr_accel.prefetch import DevicePrefetcher, move_to_device
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 TINY = {"num_feat": 8, "num_block": 1}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors on a shared 2-core machine: extra intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_basicvsr(seed: int = 0) -> BasicVSR:

@@ -7,10 +7,8 @@ synthetic frames of test_datasets for the alignment and frame-order checks.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import cv2
@@ -18,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import load_script
 from datasets import REDSRecurrentDataset, Vimeo90KRecurrentDataset, Vimeo90KTestDataset, build_dataset
 from datasets.footage import footage_path, read_video
 from datasets.io import bgr_uint8_to_rgb_float, open_store
@@ -31,15 +30,6 @@ from vsr_accel.errors import DataError
 from vsr_accel.prefetch import DevicePrefetcher, _unit_table, uint8_to_unit_float
 from vsr_accel.sampler import MultigridBatchSampler
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"vsr_script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 create_raw_store = load_script("create_raw_store")

@@ -2,10 +2,8 @@
 degradation against a hand computation, and scripts/evaluate.py --testsets' six-column table."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import cv2
@@ -18,20 +16,11 @@ from datasets import Vimeo90KTestDataset, VideoRecurrentTestDataset, build_datas
 from datasets.degradations import bd_downsample, bd_downsample_uint8, bd_kernel_size, gaussian_kernel_1d
 from datasets.matlab_resize import imresize, imresize_uint8
 from datasets.test_sets import STANDARD_TEST_SETS, find_test_sets
-from tests.conftest import tiny_options, write_options
+from tests.conftest import load_script, tiny_options, write_options
 from vsr_accel import metrics
 from vsr_accel.errors import ConfigError, DataError
 from vsr_accel.evaluation import Protocol, ScoreTable, evaluate, format_benchmark_table, restore_flipped, score_clip
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"vsr_script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------------------------------
