@@ -500,7 +500,7 @@ def write_scale_summary(results: Path, settings: SweepSettings, argv: Sequence[s
             sections[(table.name, section.name)] = summary.SectionRows(section.title, section.baseline,
                                                                        tuple(section_rows))
             note = section.scales[settings.scale].note
-            if note and note not in notes:
+            if note and note not in notes and (table.name, section.name) in summary.SUMMARISED:
                 notes.append(note)
         bicubic = bicubic or bicubic_of(found)
         records.update({path: r for path, r in found.items() if r is not None})
