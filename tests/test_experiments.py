@@ -340,6 +340,10 @@ def test_summary_states_each_claim_with_the_spread_and_keeps_handwritten_notes(t
     sections = summary_rows()
     spread, seeded = summary.scale_spread(sections)
     assert spread == pytest.approx(0.14) and len(seeded) == 2  # the shared baseline counted once
+    # one run under another label in another table (Table 8's hier_6 is Table 1's Multi-S&T): once
+    relabelled = dataclasses.replace(sections[("table1", "basicvsr_m")].rows[2], label="hierarchical (ours)")
+    with_t8 = {**sections, ("table8", "combinations"): summary.SectionRows("T8", "large_batch", (relabelled,))}
+    assert [r.label for r in summary.scale_spread(with_t8)[1]] == ["baseline", "Multi-S&T (ours)"]
     path = summary.write_summary(tmp_path / "README.md", ["command: x"], "the scale", sections, 25.46,
                                  (21, 6000.0, 300.0), "cpu")
     text = path.read_text()
