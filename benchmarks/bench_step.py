@@ -77,8 +77,8 @@ class BasicSRStep:
     """BasicSR's `VideoRecurrentModel.optimize_parameters`: zero_grad, forward, loss, backward,
     Adam step, then `reduce_loss_dict` reads the loss back (`.item()`)."""
 
-    def __init__(self, basicvsr_cls: type, loss_cls: type, weights: dict) -> None:
-        self.model = basicvsr_cls(num_feat=64, num_block=7, spynet_path=None).train()
+    def __init__(self, basicvsr_cls: type, loss_cls: type, weights: dict, num_feat: int = 64, num_block: int = 7) -> None:
+        self.model = basicvsr_cls(num_feat=num_feat, num_block=num_block, spynet_path=None).train()
         self.model.load_state_dict(weights)
         flow = [p for n, p in self.model.named_parameters() if "spynet" in n]
         normal = [p for n, p in self.model.named_parameters() if "spynet" not in n]
@@ -86,8 +86,9 @@ class BasicSRStep:
                                           lr=2e-4, weight_decay=0, betas=(0.9, 0.99))
         self.loss = loss_cls(loss_weight=1.0, reduction="mean")
 
-    def prepare(self, lq: torch.Tensor) -> torch.Tensor:
-        return lq
+    def prepare(self, lq: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """BasicSR feeds the batch as it comes (NCHW frames, the whole GT clip)."""
+        return lq, gt
 
     def __call__(self, lq: torch.Tensor, gt: torch.Tensor) -> float:
         self.optimizer.zero_grad()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import warnings
 from collections import namedtuple
 
@@ -220,3 +221,23 @@ def test_report_writes_markdown_with_command_date_and_machine(tmp_path):
     text = report.write(tmp_path).read_text()
     assert text.startswith("# Unit report") and "benchmarks/x.py --flag" in text and "UTC" in text
     assert "- cpu:" in text and "| 1 | 2.5 |" in text and (tmp_path / "unit.json").is_file()
+
+
+def test_bench_step_times_basicsrs_step_and_ours_on_the_same_batch():
+    """`make bench`'s headline comparison runs end to end: BasicSR's own BasicVSR step (from the
+    unpacked 1.4.2 sources) and the trainer's step, from the same weights, on one tiny batch."""
+    from benchmarks import bench_step
+
+    basicvsr_cls, loss_cls, route = bench_step.load_basicsr()
+    if basicvsr_cls is None:
+        if os.environ.get("VSR_REQUIRE_BASICSR_REF") == "1":
+            pytest.fail(route)
+        pytest.skip(route)
+    ours_model = BasicVSR(**TINY)
+    weights = {k: v.clone() for k, v in ours_model.state_dict().items()}
+    theirs = bench_step.BasicSRStep(basicvsr_cls, loss_cls, weights, **TINY)
+    steps = {"BasicSR": theirs, "ours": make_step(ours_model, OPTIMISED)}
+    losses = bench_step.first_step_losses(steps, batch=1, frames=2, crop=40)
+    assert losses["ours"] == pytest.approx(losses["BasicSR"], rel=1e-2)  # bf16 where the CPU has it
+    times = bench_step.timed_pair(steps, batch=1, frames=2, crop=40, rounds=1, warmup=0)
+    assert set(times.wall) == {"BasicSR", "ours"} and all(len(t) == 1 for t in times.wall.values())
