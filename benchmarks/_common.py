@@ -29,6 +29,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from vsr_accel.speed import AMP_DTYPES, SpeedSettings, apply_layout, cpu_supports_bf16  # noqa: E402,F401
+from vsr_accel.fsio import atomic_write_text  # noqa: E402
 from vsr_accel.step import TrainStep, build_optimizer, set_lr  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -268,8 +269,8 @@ class Report:
         header += [f"- {key}: {value}" for key, value in self.machine.items()]
         header.append(f"- load average at end: {load}")
         path = out_dir / f"{self.name}.md"
-        path.write_text("\n".join(header) + "\n\n" + "\n\n".join(self.blocks) + "\n")
-        (out_dir / f"{self.name}.json").write_text(json.dumps(
+        atomic_write_text(path, "\n".join(header) + "\n\n" + "\n\n".join(self.blocks) + "\n")
+        atomic_write_text(out_dir / f"{self.name}.json", json.dumps(
             {"command": self.command, "date": self.started.isoformat(), "machine": self.machine, **self.data},
             indent=2, default=str) + "\n")
         print(f"\nwritten: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}", flush=True)

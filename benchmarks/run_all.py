@@ -7,7 +7,9 @@
 Each benchmark runs in its own process (one at a time: they time the same cores) and writes
 `benchmarks/results/<name>.md` (+ .json) with the command, date and machine in its header;
 benchmarks that only print (bench_infer_memory) get their output saved the same way here.
-`benchmarks/results/summary.md` collects the headline ratios of this run.
+`benchmarks/results/summary.md` collects the headline ratios of this run; with `--only` / `--skip`,
+the rows of the benchmarks not run this time are carried over from the previous summary, marked
+with the date they were measured.
 """
 from __future__ import annotations
 
@@ -87,6 +89,27 @@ def headline(name: str) -> str:
     return f"see bench_{name}.md"
 
 
+def earlier_rows(running: set[str], results: Path = RESULTS) -> list[list[str]]:
+    """The previous summary's rows (name, status, seconds, headline, when measured) of the
+    benchmarks not run now, so a partial run does not drop them from the summary. A summary
+    written before the JSON held its rows is read from its Markdown table."""
+    try:
+        previous = json.loads((results / "summary.json").read_text())
+    except (OSError, ValueError):
+        return []
+    rows = previous.get("rows")
+    if rows is None:
+        when = str(previous.get("date", "?"))[:16].replace("T", " ") + " UTC"
+        try:
+            lines = (results / "summary.md").read_text().splitlines()
+        except OSError:
+            lines = []
+        cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
+        rows = [[*c[:4], when] for c in cells if len(c) >= 4]
+    return [list(map(str, row)) for row in rows
+            if isinstance(row, list) and len(row) == 5 and row[0] in BENCHMARKS and row[0] not in running]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=None)
@@ -98,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         chosen["step_sweep"] = SWEEP
 
+    earlier = earlier_rows(set(chosen))
     summary = Report("summary", "Benchmark summary (run_all.py)")
     rows, failed = [], 0
     total_start = time.perf_counter()
@@ -109,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         failed += status != "ok"
         rows.append([name, status, f"{seconds:.0f}", headline(name) if status == "ok" else output.strip()[-300:]])
     total = time.perf_counter() - total_start
-    summary.table(["benchmark", "status", "seconds", "headline"], rows,
+    run_at = summary.started.strftime("%Y-%m-%d %H:%M UTC")
+    summary.data["rows"] = [[*row, run_at] for row in rows] + earlier
+    rows = [[*row, "this run"] for row in rows] + earlier
+    summary.table(["benchmark", "status", "seconds", "headline", "measured"], rows,
                   caption=f"Total {total:.0f} s (budget {BUDGET_S} s on an idle machine). Details: "
                           "benchmarks/results/bench_<name>.md.")
     summary.write()

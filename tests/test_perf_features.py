@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import os
 import warnings
 from collections import namedtuple
@@ -241,3 +242,16 @@ def test_bench_step_times_basicsrs_step_and_ours_on_the_same_batch():
     assert losses["ours"] == pytest.approx(losses["BasicSR"], rel=1e-2)  # bf16 where the CPU has it
     times = bench_step.timed_pair(steps, batch=1, frames=2, crop=40, rounds=1, warmup=0)
     assert set(times.wall) == {"BasicSR", "ours"} and all(len(t) == 1 for t in times.wall.values())
+
+
+def test_a_partial_benchmark_run_keeps_the_other_rows_of_the_summary(tmp_path):
+    from benchmarks import run_all
+
+    (tmp_path / "summary.json").write_text(json.dumps({"date": "2026-11-22T05:07:23+00:00"}))
+    (tmp_path / "summary.md").write_text("# Benchmark summary\n\n| benchmark | status | seconds | headline |\n"
+                                         "|---|---|---|---|\n| multigrid | ok | 54 | 2.18x |\n| step | ok | 88 | 2.9x |\n")
+    assert run_all.earlier_rows({"step"}, tmp_path) == [["multigrid", "ok", "54", "2.18x", "2026-11-22 05:07 UTC"]]
+    rows = [["multigrid", "ok", "60", "2.2x", "2026-12-02 04:00 UTC"], ["step", "ok", "90", "3x", "2026-12-02 04:00 UTC"]]
+    (tmp_path / "summary.json").write_text(json.dumps({"date": "2026-12-02T04:00:00+00:00", "rows": rows}))
+    assert run_all.earlier_rows({"multigrid"}, tmp_path) == [rows[1]]
+    assert run_all.earlier_rows(set(run_all.BENCHMARKS), tmp_path) == []
