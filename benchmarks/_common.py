@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from vsr_accel.speed import AMP_DTYPES, SpeedSettings, apply_layout, cpu_supports_bf16  # noqa: E402,F401
+from vsr_accel.speed import (AMP_DTYPES, SpeedSettings, apply_layout, cpu_prefers_channels_last,  # noqa: E402,F401
+                              cpu_supports_bf16)
 from vsr_accel.fsio import atomic_write_text  # noqa: E402
 from vsr_accel.step import TrainStep, build_optimizer, set_lr  # noqa: E402
 
@@ -72,11 +73,13 @@ class StepOptions:
 
 
 UNOPTIMISED = StepOptions()
-# train.py's defaults on a CPU, chosen by `bench_step.py --sweep` on the 2-core Xeon (AMX-BF16):
-# channels_last 1.1-1.4x, bf16 autocast 1.8-2.1x, both 2.6-3.1x; fused Adam: the optimizer step
-# alone ~5x faster (within the noise of a whole step); torch.compile: 455 s first call per shape
-# and no faster after it (not a default). bf16 only where the CPU runs it natively.
-OPTIMISED = StepOptions(channels_last=True, amp="bf16" if cpu_supports_bf16() else "none", adam="fused")
+# train.py's defaults on this CPU (vsr_accel.speed.resolve_speed), chosen by `bench_step.py --sweep`
+# on the 2-core Xeon (AMX-BF16): channels_last 1.1-1.4x, bf16 autocast 1.8-2.1x, both 2.6-3.1x;
+# fused Adam: the optimizer step alone ~5x faster (within the noise of a whole step); torch.compile:
+# 455 s first call per shape and no faster after it (not a default). bf16 only where the CPU runs
+# it natively, channels_last only with AVX-512 (0.74-0.82x on the AVX2-only AMD EPYC).
+OPTIMISED = StepOptions(channels_last=cpu_prefers_channels_last(), amp="bf16" if cpu_supports_bf16() else "none",
+                        adam="fused")
 
 
 def build_model(spec: Mapping[str, Any] = BASICVSR_M, seed: int = 0, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -107,7 +107,7 @@ class TrainOptions:
     ema_decay: float = 0.0
     grad_clip: float | None = None
     # speed switches (measured defaults; see benchmarks/)
-    channels_last: bool | None = None  # None: on for CPU (measured faster), off on CUDA (not measured)
+    channels_last: bool | None = None  # None: on for CPUs with AVX-512 (measured faster), off elsewhere
     amp: str = "auto"  # auto | none | bf16 | fp16; auto: bf16 on CPUs with native bf16 (measured), else none
     compile: bool = False
     checkpoint_propagation: bool = False

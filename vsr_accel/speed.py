@@ -24,6 +24,16 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def cpu_prefers_channels_last() -> bool:
+    """NHWC convolutions pay off where oneDNN has AVX-512 kernels: on the 2-core Xeon (AVX-512,
+    AMX) channels_last alone made a BasicVSR-M step 1.1-1.4x faster, on the 2-core AMD EPYC
+    (AVX2 only) 0.74-0.82x as fast (benchmarks/bench_step.py, fp32, interleaved rounds)."""
+    try:
+        return torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX")
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def channels_last_clip(clip: torch.Tensor) -> torch.Tensor:
     """(b, t, c, h, w) stored so that every frame clip[:, i] is NHWC, like a channels_last model's
     features: each trunk's first convolution then needs no layout conversion."""
@@ -37,12 +47,13 @@ class SpeedSettings:
 
 
 def resolve_speed(amp: str, channels_last: bool | None, device: torch.device) -> SpeedSettings:
-    """`train.amp: auto` / `train.channels_last: ~` pick what benchmarks/bench_step.py --sweep
-    measured as faster on the 2-core Xeon: bf16 autocast where the CPU runs bf16 natively (AMX /
-    AVX512-BF16; 1.8-2.1x alone), channels_last on any CPU (1.1-1.4x alone; 2.6-3.1x with bf16).
-    Nothing was measured on CUDA, so there `auto` stays fp32 and NCHW unless asked."""
+    """`train.amp: auto` / `train.channels_last: ~` pick what benchmarks/bench_step.py measured as
+    faster on two 2-core CPUs: bf16 autocast where the CPU runs bf16 natively (AMX / AVX512-BF16;
+    1.8-2.1x alone on the Xeon), channels_last where it has AVX-512 (1.1-1.4x alone, 2.6-3.1x with
+    bf16 on the Xeon; 0.74-0.82x on the AVX2-only AMD EPYC, so NCHW there). Nothing was measured
+    on CUDA, so there `auto` stays fp32 and NCHW unless asked."""
     on_cpu = device.type == "cpu"
-    layout = on_cpu if channels_last is None else channels_last
+    layout = (on_cpu and cpu_prefers_channels_last()) if channels_last is None else channels_last
     if amp == "auto":
         amp = "bf16" if on_cpu and cpu_supports_bf16() else "none"
     return SpeedSettings(layout, AMP_DTYPES.get(amp))
