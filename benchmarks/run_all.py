@@ -81,7 +81,7 @@ def headline(name: str) -> str:
         return "; ".join(f"{c['shape'][0]}x{c['shape'][0]}x{c['shape'][1]}: {c['speedup']:.2f}x vs {c['against']}"
                          for c in data.get("compare", []))
     if name == "memory":
-        return "; ".join(f"{r['amp']} {r['checkpointing']}: step RSS -{r['rss_reduction']:.0%}"
+        return "; ".join(f"{ {'none': 'fp32'}.get(r['amp'], r['amp'])} {r['checkpointing']}: step RSS -{r['rss_reduction']:.0%}"
                          + (f", tensors -{r['tensor_reduction']:.0%}" if "tensor_reduction" in r else "")
                          for r in data.get("results", []) if r["checkpointing"] != "off")
     if name == "data":
