@@ -494,6 +494,8 @@ def write_scale_summary(results: Path, settings: SweepSettings, argv: Sequence[s
     bicubic = None
     notes: list[str] = []
     for table in builtin:
+        if not any(key[0] == table.name for key in summary.SUMMARISED):
+            continue  # another model's table (basicvsrpp): its own page only, not this one's runs or compute
         table, table_sections = given.get(table.source) or (table, expand(table, settings))
         rows, found = table_rows(table, table_sections, table_dir(results, table) / "logs", failed)
         for section, section_rows in rows:
