@@ -6,7 +6,10 @@ STAMP  := $(VENV)/.installed
 REF    := $(VENV)/basicsr_ref/.ready
 DEMO_DATA := data/demo
 
-.PHONY: venv demo test test-slow test-all bench basicsr-ref clean
+PROXY_DATA := data/proxy
+SPYNET := data/pretrained/spynet_synthetic.pth
+
+.PHONY: venv demo test test-slow test-all bench basicsr-ref proxy-data clean
 
 venv: $(STAMP)
 
@@ -31,6 +34,15 @@ demo: $(STAMP)
 	$(PY) scripts/make_demo_data.py --out $(DEMO_DATA)
 	$(PY) train.py -opt options/demo_cpu.yml --auto_resume
 	$(PY) scripts/evaluate.py -opt options/demo_cpu.yml --bicubic
+
+# The accuracy proxy of the ablation tables (experiments/ablations/scales/proxy_basicvsr16.yml):
+# bigbuckbunny at 1280x720 and bikes at 640x272 as frames and raw stores, and a SpyNet pretrained
+# on synthetic flow from the same footage (no download). Each step keeps what is already built.
+proxy-data: $(STAMP)
+	$(PY) scripts/make_demo_data.py --preset proxy --out $(PROXY_DATA)
+	$(PY) scripts/create_raw_store.py --input $(PROXY_DATA)/train_sharp --output $(PROXY_DATA)/train_sharp.raw
+	$(PY) scripts/create_raw_store.py --input $(PROXY_DATA)/train_sharp_bicubic/X4 --output $(PROXY_DATA)/train_sharp_bicubic_X4.raw
+	$(PY) scripts/pretrain_spynet.py --out $(SPYNET)
 
 test: $(STAMP) $(REF)
 	VSR_REQUIRE_BASICSR_REF=1 $(PY) -m pytest -q -m "not slow"

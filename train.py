@@ -34,6 +34,7 @@ from vsr_accel.ema import EMA
 from vsr_accel.evaluation import evaluate, restore_clip
 from vsr_accel.guards import (NonFiniteWatch, StopFlag, ignore_stop_signals, oom_names_stage, run_guarded,
                               workers_stopped)
+from vsr_accel.health import FlowStats, HealthGuard
 from vsr_accel.losses import build_pixel_loss
 from vsr_accel.meter import TrainMeter
 from vsr_accel.errors import ConfigError
@@ -180,13 +181,15 @@ def validate(model: torch.nn.Module, name: str, val_set, opt: Options, device: t
     return {key: getattr(table, METRIC_TYPES[m.type] if m else key) for key, m in metrics.items()}
 
 
-def log_window(log: RunLogger, meter: TrainMeter, done: int, total: int, lr: float, stage, ctx: DistContext) -> None:
+def log_window(log: RunLogger, meter: TrainMeter, done: int, total: int, lr: float, stage, ctx: DistContext,
+               flow: FlowStats | None) -> None:
     window = meter.take_window()
     log.step(done, total, {
         "loss": all_reduce_mean_(window["loss_sum"], ctx).item() / window["steps"], "lr": lr,
         "samples_per_s": window["samples_per_s"], "data_wait_frac": window["data_wait_frac"],
         "stage": stage.index, "lr_crop": stage.lr_crop, "frames": stage.num_frames,
         "train_seconds_excl_data": meter.train_seconds, "train_seconds_incl_data": meter.wall_seconds,
+        **({"flow_mean_px": flow.mean_px, "flow_max_px": flow.max_px} if flow else {}),
     })
 
 
@@ -261,6 +264,7 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
     wrap = lambda: maybe_compile(wrap_ddp(model, ctx, opt.find_unused_parameters), opt.train.compile,  # noqa: E731
                                  len(schedule.stages))
     step.net, nonfinite, it = wrap(), NonFiniteWatch(ctx.device), start_iter
+    health = HealthGuard(opt.train.health, model, models.is_recurrent(model), ctx, log)
     with StopFlag() as stop, oom_names_stage(lambda: recipe.describe_stage(schedule.stage_at(min(it, total - 1)))):
         meter.start()
         for micro, batch in enumerate(meter.batches(DevicePrefetcher(batches, ctx.device))):
@@ -292,12 +296,18 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
             meter.pause()  # window boundary: clocks read here, never per step
             nonfinite.check(done, ctx, run_state.dirs.states)  # one host sync every few steps, never per step
             if log_now:
-                log_window(log, meter, done, total, step.optimizer.param_groups[0]["lr"], stage, ctx)
+                flow = health.flow(model, lq)
+                log_window(log, meter, done, total, step.optimizer.param_groups[0]["lr"], stage, ctx, flow)
+                health.check_flow(flow, done, recipe.describe_stage(stage))
             if save_now or stop_now:
                 run_state.save(live, done, meter.clocks)
             for phase, (name, val_set) in val_sets.items() if val_now else ():  # rank 0; the others wait
                 log.val(done, validate(step.ema.model if step.ema else model, name, val_set, opt, ctx.device, done,
                                        run_state.dirs.root / "visualization"), dataset=phase if phase == "val" else name)
+            if val_now:
+                scored = step.ema.model if step.ema else model
+                health.propagation(lambda lq: restore_clip(scored, lq, ctx.device),
+                                   lambda: next(iter(val_sets.values()))[1][0]["lq"] if val_sets else None, done)
             if val_now or save_now:
                 barrier(ctx)
             if stop_now and done < total:

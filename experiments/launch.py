@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
+import models
 from experiments.definitions import REPO, display_path
 from experiments.resolve import ResolvedVariant, SweepSettings
 from vsr_accel import checkpoint as ckpt
@@ -91,7 +92,8 @@ def train_command(rv: ResolvedVariant, device: str | None) -> list[str]:
 def eval_command(rv: ResolvedVariant, device: str | None) -> list[str]:
     args = [sys.executable, str(REPO / "scripts" / "evaluate.py"), "-opt", str(rv.options_path),
             "--checkpoint", str(rv.run_dir / "models" / f"net_g_{rv.total_iter}.pth"), "--phase", "val",
-            "--json", str(rv.run_dir / "eval.json"), "--bicubic"]  # bicubic: the number every row is read against
+            "--json", str(rv.run_dir / "eval.json"), "--bicubic",  # bicubic: the number every row is read against
+            *(["--probe"] if models.is_recurrent_type(rv.opt.network_g["type"]) else [])]  # is it using its frames?
     return args + (["--device", device] if device else [])
 
 

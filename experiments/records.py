@@ -43,6 +43,9 @@ class RunResult:
     bicubic_psnr: float | None = None
     bicubic_ssim: float | None = None
     val_curve: tuple[plots.ValPoint, ...] = field(default_factory=tuple)
+    # the final weights on the held-out clip (scripts/evaluate.py --probe, vsr_accel.health):
+    # max_abs_diff_vs_per_frame, flow_mean_px, flow_max_px, frames; None for runs before the probe
+    propagation: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -58,17 +61,19 @@ class RunResult:
         return RunResult(**data)
 
 
-def eval_scores(rv: ResolvedVariant) -> dict[str, float | None]:
-    """The run's averages on datasets.val (and MATLAB bicubic's, when evaluated with --bicubic)."""
+def eval_scores(rv: ResolvedVariant) -> dict[str, Any]:
+    """The run's averages on datasets.val (and MATLAB bicubic's, when evaluated with --bicubic),
+    and the propagation probe of its final weights (evaluated with --probe)."""
     path = rv.run_dir / "eval.json"
-    scores: dict[str, float | None] = {"psnr": None, "ssim": None, "bicubic_psnr": None, "bicubic_ssim": None}
+    scores: dict[str, Any] = {"psnr": None, "ssim": None, "bicubic_psnr": None, "bicubic_ssim": None,
+                              "propagation": None}
     if not path.is_file():
         return scores
     data = json.loads(path.read_text())
     model = (data.get(rv.opt.network_g["type"]) or {}).get("average") or {}
     bicubic = (data.get("bicubic") or {}).get("average") or {}
     scores.update(psnr=model.get("psnr"), ssim=model.get("ssim"), bicubic_psnr=bicubic.get("psnr"),
-                  bicubic_ssim=bicubic.get("ssim"))
+                  bicubic_ssim=bicubic.get("ssim"), propagation=data.get("propagation"))
     return scores
 
 

@@ -120,7 +120,19 @@ def build_row(runs: Sequence[ResolvedVariant], results: dict[Path, RunResult | N
         psnr=_mean([r.psnr for r in done]) if done else None, ssim=_mean([r.ssim for r in done]) if done else None,
         seeds=rv.seeds if rv.multi_seed else (), psnr_seeds=tuple(r.psnr for r in done) if rv.multi_seed else (),
         flop_bound=rv.schedule.compute_ratio() if rv.schedule.kind != "none" else None,
-        equal_iters_ref=rv.variant.equal_iters_ref, status=status, paper=rv.variant.paper)
+        equal_iters_ref=rv.variant.equal_iters_ref, status=status, paper=rv.variant.paper,
+        **propagation_summary([r.propagation for r in done]))
+
+
+def propagation_summary(probes: Sequence[dict | None]) -> dict[str, float | None]:
+    """The seeds' probes as one row: the smallest propagation gap (the worst seed), the mean
+    flow and the largest flow; all None unless every finished seed was probed."""
+    if not probes or any(p is None for p in probes):
+        return {}
+    flows = [p["flow_mean_px"] for p in probes if p.get("flow_mean_px") is not None]
+    return {"propagation_gap": min(p["max_abs_diff_vs_per_frame"] for p in probes),
+            "flow_mean_px": sum(flows) / len(flows) if len(flows) == len(probes) else None,
+            "flow_max_px": max(p["flow_max_px"] for p in probes) if len(flows) == len(probes) else None}
 
 
 def table_rows(table: TableSpec, sections: Expanded, logs: Path, failed: dict[Path, str]
@@ -322,13 +334,14 @@ def sweep_totals(runs: Sequence[ResolvedVariant]) -> str:
 
 
 def unique_runs(expanded: Sequence[tuple[TableSpec, list[tuple[SectionSpec, list[ResolvedVariant]]]]],
-                only: Sequence[str] = ()) -> list[ResolvedVariant]:
-    """Each run folder once, in table order (shared variants train once)."""
+                only: Sequence[str] = (), seeds: Sequence[int] = ()) -> list[ResolvedVariant]:
+    """Each run folder once, in table order (shared variants train once); `only` keeps these
+    variants, `seeds` these seeds (e.g. every row's seed 0 first, the other seeds later)."""
     seen: dict[Path, ResolvedVariant] = {}
     for _, sections in expanded:
         for _, resolved in sections:
             for rv in resolved:
-                if only and rv.variant.name not in only:
+                if (only and rv.variant.name not in only) or (seeds and rv.seed not in seeds):
                     continue
                 seen.setdefault(rv.run_dir, rv)
     return list(seen.values())
@@ -350,6 +363,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--estimate-steps", type=int, default=2, metavar="N", help="timed steps per shape (default 2)")
     p.add_argument("--report-only", action="store_true", help="write tables and figures from existing runs only")
     p.add_argument("--only", nargs="+", default=[], metavar="VARIANT", help="run only these variants")
+    p.add_argument("--seeds", nargs="+", type=int, default=[], metavar="SEED",
+                   help="run only these seeds of the rows (e.g. --seeds 0 first, the rest later)")
     p.add_argument("--limit-iters", type=int, default=None, metavar="N",
                    help="smoke test: at most N iterations per variant (results go to <scale>-limit<N>)")
     p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
@@ -442,7 +457,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.dry_run:
         for table, sections in expanded:
             print(describe_sections(table, sections, settings, args.verbose))
-        runs = unique_runs(expanded, args.only)
+        runs = unique_runs(expanded, args.only, args.seeds)
         print("\n" + sweep_totals(runs))
         if args.estimate:
             from experiments import estimate  # torch models are built only when asked
@@ -458,7 +473,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     failed: dict[Path, str] = {}
     if not args.report_only:
         runner = Runner(settings, log, in_process=args.in_process, quiet_children=args.quiet)
-        for rv in unique_runs(expanded, args.only):
+        for rv in unique_runs(expanded, args.only, args.seeds):
             outcome = runner.ensure(rv)
             if outcome.error:
                 failed[rv.run_dir] = outcome.error

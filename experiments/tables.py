@@ -57,6 +57,11 @@ class Row:
     equal_iters_ref: str | None = None  # variant this one is compared with at equal iterations
     status: str = "done"  # done | failed | partial | not run | not evaluated | "1 of 2 seeds"
     paper: dict = field(default_factory=dict)  # the paper's speedup / psnr / ssim for this row
+    # the propagation probe of the final weights on the held-out clip (vsr_accel.health), over the
+    # finished seeds: the smallest max |whole - frame by frame|, the mean and the largest |flow|
+    propagation_gap: float | None = None
+    flow_mean_px: float | None = None
+    flow_max_px: float | None = None
 
     @property
     def spread(self) -> float | None:
@@ -199,6 +204,15 @@ def spread_line(spread: Spread) -> str:
             f"others are within seed noise.")
 
 
+def propagation_cell(row: Row) -> str:
+    """'2.1e-01 / 0.31 / 4.2': the network's output depends on its neighbours (a gap of 0 means it
+    restores frames alone) and its flow stays within the footage's motion."""
+    if row.propagation_gap is None:
+        return "—"
+    flow = f" / {row.flow_mean_px:.2f} / {row.flow_max_px:.1f}" if row.flow_mean_px is not None else ""
+    return f"{row.propagation_gap:.1e}{flow}"
+
+
 def section_markdown(title: str, rows: Sequence[Row], baseline: str) -> str:
     """One section: the main table, the seed spread, then the equal-iteration comparison."""
     speed = compute_speedups(rows, baseline)
@@ -209,8 +223,8 @@ def section_markdown(title: str, rows: Sequence[Row], baseline: str) -> str:
              "train time excl. data loading (s) | train time incl. data loading (s) | "
              "speedup vs baseline, excl. / incl. data loading (measured) | "
              "multi-device speedup (projected)† | PSNR (dB) | Δ PSNR vs baseline | SSIM | "
-             "paper: speedup / PSNR / SSIM |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "propagation: max |Δ| vs per-frame / flow mean / max (px)§ | paper: speedup / PSNR / SSIM |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         s = speed[row.variant]
         measured = "baseline" if row.variant == baseline else _both(s.measured, s.measured_incl_data)
@@ -221,7 +235,8 @@ def section_markdown(title: str, rows: Sequence[Row], baseline: str) -> str:
         delta = "—" if row.variant == baseline else delta_cell(difference(row.psnr, base.psnr), spread)
         lines.append(f"| {row.row_id} | {row.label}{status} | {_minibatch(row)} | {row.curriculum} | {row.iterations} | "
                      f"{_num(row.train_seconds, 1)} | {_wall(row)} | {measured} | {projected} | "
-                     f"{psnr_cell(row)} | {delta} | {_num(row.ssim, 4)} | {_paper(row.paper)} |")
+                     f"{psnr_cell(row)} | {delta} | {_num(row.ssim, 4)} | {propagation_cell(row)} | "
+                     f"{_paper(row.paper)} |")
     lines += ["", spread_line(spread)]
     compared = [row for row in rows if row.equal_iters_ref]
     if compared:
@@ -269,6 +284,11 @@ FOOTNOTES = """\
   then each seed's; its times are the means over its seeds. The seed spread under each table is
   the largest max − min PSNR over the seeds of any row there; a Δ PSNR larger than it is marked.
   Two seeds give a rough measure of seed noise, not a confidence interval.
+- § **propagation**: the final weights on the held-out clip (`scripts/evaluate.py --probe`,
+  `vsr_accel.health`): the largest difference between the clip restored whole and frame by frame
+  (0 means the recurrent network restores every frame alone: its propagation is dead), then the
+  flow network's mean and largest |flow| in LR pixels between consecutive frames, to be read
+  against the footage's own motion. Over seeds: the smallest difference, the mean and the largest flow.
 - **equal-iteration speedup**: a curriculum variant vs the variant with the same minibatch, iterations
   and LR rules but a fixed shape. The FLOP bound is `Schedule.compute_ratio()` (`train.py --plan`:
   work per iteration taken as batch × crop² × frames); a measured ratio below it shows the per-step
@@ -300,7 +320,8 @@ CSV_COLUMNS = ("section", "id", "variant", "label", "status", "minibatch", "worl
                "speedup_measured_incl_data", "speedup_projected", "projected_devices", "equal_iters_ref",
                "speedup_equal_iters_measured", "speedup_equal_iters_measured_incl_data", "flop_bound", "psnr",
                "ssim", "seeds", "psnr_seeds", "psnr_seed_spread", "section_seed_spread", "delta_psnr_vs_baseline",
-               "delta_exceeds_seed_spread", "paper_speedup", "paper_psnr", "paper_ssim")
+               "delta_exceeds_seed_spread", "propagation_max_abs_diff_vs_per_frame", "flow_mean_px", "flow_max_px",
+               "paper_speedup", "paper_psnr", "paper_ssim")
 
 
 def csv_text(header: Sequence[str], sections: Sequence[tuple[str, Sequence[Row], str]]) -> str:
@@ -330,6 +351,7 @@ def csv_text(header: Sequence[str], sections: Sequence[tuple[str, Sequence[Row],
                 _raw(s.equal_iters), _raw(s.equal_iters_incl_data), _raw(row.flop_bound), _raw(row.psnr),
                 _raw(row.ssim), " ".join(map(str, row.seeds)), " ".join(repr(p) for p in row.psnr_seeds),
                 _raw(row.spread), _raw(spread.value), _raw(delta), "" if exceeds is None else int(exceeds),
+                _raw(row.propagation_gap), _raw(row.flow_mean_px), _raw(row.flow_max_px),
                 _raw(row.paper.get("speedup")), _raw(row.paper.get("psnr")), _raw(row.paper.get("ssim")),
             ])
     return buffer.getvalue()

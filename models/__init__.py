@@ -26,7 +26,7 @@ from models.edvr import EDVR, EDVR_M_DEFAULTS
 from models.iconvsr import IconVSR
 from vsr_accel.errors import ConfigError
 
-__all__ = ["build_network", "network_arguments", "is_recurrent", "required_multiple", "to_basicsr_keys",
+__all__ = ["build_network", "network_arguments", "is_recurrent", "is_recurrent_type", "required_multiple", "to_basicsr_keys",
            "check_model_type", "NETWORKS",
            "BasicVSR", "BasicVSRPlusPlus", "EDVR", "IconVSR"]
 
@@ -184,6 +184,11 @@ def is_recurrent(module: nn.Module) -> bool:
     if not isinstance(recurrent, bool):
         raise TypeError(f"is_recurrent: {type(network).__name__} is not a registered network")
     return recurrent
+
+
+def is_recurrent_type(name: str) -> bool:
+    """`is_recurrent` by registered type name (`network_g.type`), before any network is built."""
+    return _entry(name, "network_g").cls.recurrent
 
 
 def required_multiple(network: str | Mapping[str, Any]) -> int:

@@ -67,15 +67,20 @@ class BasicVSR(RecomputesActivations, nn.Module):
         num_block: residual blocks per propagation branch.
         spynet_path: BasicSR-format pretrained SpyNet weights. None warns: flow is then
             learned from scratch (harmless when a full BasicVSR checkpoint is loaded next).
+        upsample_feat: channels of the upsampler after its first pixel shuffle (`upconv2`,
+            `conv_hr`, `conv_last`). BasicSR and MMagic fix 64 (the default); at small widths those
+            layers, which run at 2x and 4x the LR size, cost most of a step, so the CPU accuracy
+            proxy (options/proxy_basicvsr.yml) narrows them with the rest of the network.
     """
 
     recurrent: ClassVar[bool] = True
 
     def __init__(self, num_feat: int = 64, num_block: int = 15,
-                 spynet_path: str | os.PathLike[str] | None = None) -> None:
+                 spynet_path: str | os.PathLike[str] | None = None, upsample_feat: int = 64) -> None:
         super().__init__()
         require(num_feat >= 1, "num_feat", f"must be >= 1, got {num_feat}")
         require(num_block >= 0, "num_block", f"must be >= 0, got {num_block}")
+        require(upsample_feat >= 1, "upsample_feat", f"must be >= 1, got {upsample_feat}")
         self.num_feat = num_feat
 
         if not spynet_path:
@@ -90,9 +95,9 @@ class BasicVSR(RecomputesActivations, nn.Module):
 
         self.fusion = nn.Conv2d(num_feat * 2, num_feat, 1, 1, 0, bias=True)
         self.upconv1 = nn.Conv2d(num_feat, num_feat * 4, 3, 1, 1, bias=True)
-        self.upconv2 = nn.Conv2d(num_feat, 64 * 4, 3, 1, 1, bias=True)
-        self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
-        self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
+        self.upconv2 = nn.Conv2d(num_feat, upsample_feat * 4, 3, 1, 1, bias=True)
+        self.conv_hr = nn.Conv2d(upsample_feat, upsample_feat, 3, 1, 1)
+        self.conv_last = nn.Conv2d(upsample_feat, 3, 3, 1, 1)
         self.pixel_shuffle = nn.PixelShuffle(2)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
 

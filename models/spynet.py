@@ -105,8 +105,11 @@ class SpyNet(nn.Module):
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
         return (image - self.mean) / self.std
 
-    def estimate(self, ref: torch.Tensor, supp: torch.Tensor, levels: int) -> torch.Tensor:
-        """Flow from `ref` to `supp` on frames whose sides are multiples of 2**(levels-1)."""
+    def estimate(self, ref: torch.Tensor, supp: torch.Tensor, levels: int,
+                 level_flows: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Flow from `ref` to `supp` on frames whose sides are multiples of 2**(levels-1).
+        `level_flows`, when given, receives every level's flow, coarsest first (the multi-scale
+        loss of scripts/pretrain_spynet.py supervises each level, as SpyNet was trained)."""
         ref_pyramid = [self.normalise(ref)]
         supp_pyramid = [self.normalise(supp)]
         for _ in range(levels - 1):
@@ -127,6 +130,8 @@ class SpyNet(nn.Module):
                                padding_mode="border")
             module = self.basic_module[first_module + level]
             flow = module(torch.cat([ref_level, warped, upsampled], 1)) + upsampled
+            if level_flows is not None:
+                level_flows.append(flow)
         return flow
 
     def forward(self, ref: torch.Tensor, supp: torch.Tensor) -> torch.Tensor:

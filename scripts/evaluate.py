@@ -39,6 +39,7 @@ from datasets.test_sets import STANDARD_TEST_SETS, find_test_sets  # noqa: E402
 from vsr_accel.evaluation import (Protocol, ScoreTable, evaluate, format_benchmark_table, format_table,  # noqa: E402
                                   restore_clip)
 from vsr_accel.fsio import atomic_write_text  # noqa: E402
+from vsr_accel.health import ProbeResult, probe  # noqa: E402
 from vsr_accel.options import Options, load_options  # noqa: E402
 
 
@@ -77,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=None, metavar="KEYS",
                    help="with --testsets: comma-separated subset of " + ",".join(t.key for t in STANDARD_TEST_SETS))
     p.add_argument("--bicubic", action="store_true", help="also score bicubic upsampling")
+    p.add_argument("--probe", action="store_true",
+                   help="also check that the network uses its neighbouring frames, on the first clip: the largest "
+                        "difference between restoring it whole and frame by frame, and the flow network's mean and "
+                        "max |flow| (vsr_accel.health); written to the JSON as 'propagation'")
+    p.add_argument("--probe-frames", type=int, default=None, metavar="N",
+                   help="with --probe: only the clip's first N frames (default: all)")
     p.add_argument("--save-frames", default=None, help="folder for the SR frames (png)")
     p.add_argument("--json", default=None, help="write the scores here (default: beside the run)")
     p.add_argument("--device", default=None)
@@ -130,16 +137,35 @@ def run(args: argparse.Namespace) -> int:
             tables["bicubic"] = evaluate(lambda lq: matlab_bicubic(lq, opt.scale), test_set,
                                          **dataclasses.asdict(protocol))
 
+    probed = probe_first_clip(model, restore, test_set, device, args.probe_frames) if args.probe else None
+
     channel = "Y" if protocol.test_y_channel else "RGB"
     print(f"\n{opt.name}: {path} on datasets.{args.phase} ({protocol.describe()})\n")
     print(format_table(tables))
     if args.bicubic:
         gain = tables[opt.network_g["type"]].psnr - tables["bicubic"].psnr
         print(f"\nmodel - bicubic: {gain:+.2f} dB PSNR")
+    if probed is not None:
+        flow = (f"; flow mean {probed.flow_mean_px:.3f} px, max {probed.flow_max_px:.2f} px"
+                if probed.flow_mean_px is not None else "")
+        print(f"propagation ({probed.frames} frames of the first clip): max |whole - frame by frame| "
+              f"{probed.max_abs_diff_vs_per_frame:.3e}{flow}")
     out = Path(args.json) if args.json else Path(opt.path.experiments_root) / opt.name / f"eval_{args.phase}.json"
     write_json(out, {"checkpoint": str(path), "phase": args.phase, "channel": channel,
-                     "protocol": dataclasses.asdict(protocol), **{name: t.as_dict() for name, t in tables.items()}})
+                     "protocol": dataclasses.asdict(protocol), **{name: t.as_dict() for name, t in tables.items()},
+                     **({"propagation": probed.as_dict()} if probed is not None else {})})
     return 0
+
+
+def probe_first_clip(model: torch.nn.Module, restore, test_set, device: torch.device,
+                     frames: int | None) -> ProbeResult:
+    """`--probe`: propagation and flow of the model on the first clip (vsr_accel.health)."""
+    if not models.is_recurrent(model):
+        raise ConfigError(f"--probe: {type(model).__name__} is not a recurrent network; it restores each frame "
+                          f"from a window of its neighbours, so there is no propagation to probe")
+    if frames is not None and frames < 2:
+        raise ConfigError(f"--probe-frames must be >= 2 (a propagation needs two frames), got {frames}")
+    return probe(model, restore, test_set[0]["lq"], device, frames)
 
 
 def run_testsets(args: argparse.Namespace, opt: Options, path: Path, restore, found, opened) -> int:

@@ -20,7 +20,13 @@ Output (BasicSR's REDS layout, usable with REDSRecurrentDataset / VideoRecurrent
 Re-running with the same parameters does nothing (the marker file records them); different
 parameters rebuild the dataset. The output is deterministic.
 
-  python scripts/make_demo_data.py --out data/demo
+  python scripts/make_demo_data.py --out data/demo                    # the demo: 320 px wide, 3 videos
+  python scripts/make_demo_data.py --preset proxy --out data/proxy    # the accuracy proxy (below)
+
+`--preset proxy` keeps the two videos whose frames are large enough for the paper's crops at
+full size: bigbuckbunny.mp4 at 1280x720 (REDS's GT size, LR 320x180) and bikes.mp4 at 640x272
+(LR 160x68), so the 32/64-px LR crops of the paper's spatial cycle fit; the held-out clip is the
+last 25 frames of bigbuckbunny. (carphone's 176x144 gives 44x36 LR frames: too small for 64.)
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -67,6 +73,13 @@ class DemoParams:
     val_video: str = "bikes.mp4"
     max_frames_per_video: int | None = None
     version: int = FORMAT_VERSION
+    videos: tuple[str, ...] = DEMO_VIDEOS
+
+
+PRESETS = {
+    "demo": DemoParams(),
+    "proxy": DemoParams(gt_width=1280, val_video="bigbuckbunny.mp4", videos=("bigbuckbunny.mp4", "bikes.mp4")),
+}
 
 
 @dataclass(frozen=True)
@@ -106,7 +119,7 @@ def shots(frames: list[np.ndarray]) -> list[tuple[int, int]]:
 def plan_clips(params: DemoParams) -> tuple[list[DemoClip], dict[str, list[np.ndarray]]]:
     """Split every video into clips; the last clip of the validation video is held out."""
     decoded, clips = {}, []
-    for video in DEMO_VIDEOS:
+    for video in params.videos:
         frames = decoded[video] = gt_frames(video, params)
         ranges = [(s, s + params.clip_len) for start, end in shots(frames)
                   for s in range(start, end - params.clip_len + 1, params.clip_len)]
@@ -148,7 +161,7 @@ def is_built(out: Path, params: DemoParams) -> bool:
         recorded = json.loads(marker.read_text()).get("params")
     except (OSError, json.JSONDecodeError):
         return False
-    return recorded == asdict(params)
+    return recorded == json.loads(json.dumps(asdict(params)))  # tuples read back as lists
 
 
 def build_demo(out: Path, params: DemoParams, force: bool = False) -> tuple[list[DemoClip], bool]:
@@ -195,19 +208,28 @@ def summary(out: Path, clips: list[DemoClip]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("data/demo"), help="output folder (default: data/demo)")
-    parser.add_argument("--clip-len", type=int, default=DemoParams.clip_len, help="frames per clip (default: 25)")
-    parser.add_argument("--gt-width", type=int, default=DemoParams.gt_width,
-                        help="max GT width in pixels; frames are never upscaled (default: 320)")
-    parser.add_argument("--val-video", choices=DEMO_VIDEOS, default=DemoParams.val_video,
-                        help="video whose last clip is held out for validation (default: bikes.mp4)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+                        help="demo (default: 3 videos at 320 px wide) or proxy (bigbuckbunny at 1280x720 and "
+                             "bikes at 640x272, for the paper's 32/64-px LR crops); the options below override it")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: data/<preset>)")
+    parser.add_argument("--clip-len", type=int, default=None, help="frames per clip (default: 25)")
+    parser.add_argument("--gt-width", type=int, default=None,
+                        help="max GT width in pixels; frames are never upscaled (demo 320, proxy 1280)")
+    parser.add_argument("--val-video", choices=DEMO_VIDEOS, default=None,
+                        help="video whose last clip is held out for validation (demo bikes.mp4, proxy bigbuckbunny.mp4)")
     parser.add_argument("--max-frames-per-video", type=int, default=None,
                         help="decode at most this many frames per video (tests use a few)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the marker says it is up to date")
     args = parser.parse_args(argv)
-    if args.clip_len < 1 or args.gt_width < 4 * SCALE:
+    preset = PRESETS[args.preset]
+    given = {"clip_len": args.clip_len, "gt_width": args.gt_width, "val_video": args.val_video,
+             "max_frames_per_video": args.max_frames_per_video}
+    params = replace(preset, **{key: value for key, value in given.items() if value is not None})
+    args.out = args.out if args.out is not None else Path("data") / args.preset
+    if params.clip_len < 1 or params.gt_width < 4 * SCALE:
         parser.error("--clip-len must be >= 1 and --gt-width >= 16")
-    params = DemoParams(args.clip_len, args.gt_width, args.val_video, args.max_frames_per_video)
+    if params.val_video not in params.videos:
+        parser.error(f"--val-video {params.val_video} is not one of the preset's videos ({', '.join(params.videos)})")
     started = time.perf_counter()
     try:
         clips, written = build_demo(args.out, params, args.force)

@@ -82,9 +82,12 @@ def test_constructor_arguments_equal_basicsr():
     def arguments(cls):
         return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self"}
 
-    assert arguments(BasicVSR) == arguments(ref_vsr.BasicVSR)
+    # BasicSR's arguments, in its order and with its defaults; then ours, whose defaults give BasicSR's network
+    ours, theirs = arguments(BasicVSR), arguments(ref_vsr.BasicVSR)
+    assert list(ours.items())[:len(theirs)] == list(theirs.items())
+    assert dict(list(ours.items())[len(theirs):]) == {"upsample_feat": 64}  # BasicSR's fixed 64 channels
     assert arguments(EDVR) == arguments(ref_edvr.EDVR)
-    assert network_arguments("BasicVSRM") == ["num_feat", "num_block", "spynet_path"]
+    assert network_arguments("BasicVSRM") == ["num_feat", "num_block", "spynet_path", "upsample_feat"]
     assert network_arguments("EDVRM") == list(arguments(ref_edvr.EDVR))
 
 

@@ -105,6 +105,13 @@ def all_reduce_mean_(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_max_(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """In-place maximum over ranks (no-op on one device)."""
+    if ctx.is_distributed:
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return tensor
+
+
 def broadcast_object(obj, ctx: DistContext, src: int = 0):
     """Rank `src`'s value on every rank (identity on one device)."""
     if not ctx.is_distributed:

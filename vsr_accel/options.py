@@ -30,6 +30,10 @@ GEOMETRY_KEYS = ("train.grad_accum",)
 """Left out of the hash too: with the number of processes it makes the global batch, which a
 resume compares as a whole (`vsr_accel.run_state`), so 8 GPUs x 1 may continue as 4 x 2."""
 
+MONITORING_KEYS = ("train.health",)
+"""Left out of the hash as well: what the trainer watches and reports changes no result (a run
+stopped by `train.health.on_failure: stop` ends; it does not train differently)."""
+
 MAX_SEED = 2**32 - 1
 """`manual_seed` seeds Python, numpy (0 .. 2**32 - 1, as in BasicSR) and torch (`seed + rank`, at
 most 2**64 - 1); a larger seed would end in torch's 'Overflow when unpacking long long'."""
@@ -89,6 +93,21 @@ class CurriculumOptions:
 
 
 @dataclass(frozen=True)
+class HealthOptions:
+    """`train.health`: the flow and propagation guard of recurrent models with a flow network
+    (vsr_accel.health). At every log window the trainer measures the mean and max |flow| on the
+    batch; a mean beyond the LR crop for `flow_patience` windows in a row is reported as `flow
+    diverged`. At every validation it restores the first `probe_frames` frames of the first
+    validation clip whole and frame by frame; a largest difference below `min_propagation` is
+    reported as `propagation dead`. `on_failure`: warn (a log line) or stop (exit with an error)."""
+    check: bool = True
+    on_failure: str = "warn"
+    flow_patience: int = 2
+    probe_frames: int = 3
+    min_propagation: float = 1e-4
+
+
+@dataclass(frozen=True)
 class TrainOptions:
     total_iter: int
     optim_g: OptimizerOptions = field(default_factory=OptimizerOptions)
@@ -112,6 +131,7 @@ class TrainOptions:
     compile: bool = False
     checkpoint_propagation: bool = False
     nan_check_freq: int = 50
+    health: HealthOptions = field(default_factory=HealthOptions)
 
 
 METRIC_TYPES = {"calculate_psnr": "psnr", "calculate_ssim": "ssim"}
@@ -217,7 +237,7 @@ class Options:
         data = self.to_dict()
         for key in RUN_ONLY_SECTIONS:
             data.pop(key, None)
-        for path in GEOMETRY_KEYS:
+        for path in (*GEOMETRY_KEYS, *MONITORING_KEYS):
             section, name = path.split(".")
             data[section].pop(name, None)
         blob = json.dumps(data, sort_keys=True, default=str).encode()
@@ -249,6 +269,15 @@ def _check_values(opt: Options) -> None:
                      warmup=tr.warmup, warmup_iter=tr.warmup_iter, warmup_factor=tr.warmup_factor,
                      total_iter=tr.total_iter, scheduler=tr.scheduler.type, periods=tr.scheduler.periods,
                      restart_weights=tr.scheduler.restart_weights, where=f"{src}: ")
+    if tr.health.on_failure not in ("warn", "stop"):
+        raise ConfigError(f"{src}: 'train.health.on_failure' = {tr.health.on_failure!r} is not one of warn, stop")
+    if tr.health.flow_patience < 1:
+        raise ConfigError(f"{src}: 'train.health.flow_patience' must be positive, got {tr.health.flow_patience}")
+    if tr.health.min_propagation < 0:
+        raise ConfigError(f"{src}: 'train.health.min_propagation' must be >= 0, got {tr.health.min_propagation}")
+    if tr.health.probe_frames < 2:
+        raise ConfigError(f"{src}: 'train.health.probe_frames' must be >= 2 (a propagation needs two frames), "
+                          f"got {tr.health.probe_frames}")
     if not 0.0 <= tr.ema_decay < 1.0:
         raise ConfigError(f"{src}: 'train.ema_decay' must be in [0, 1), got {tr.ema_decay}")
     for key, value in (("train.flow_lr_mul", tr.flow_lr_mul), ("train.dcn_lr_mul", tr.dcn_lr_mul)):

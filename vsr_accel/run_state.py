@@ -26,7 +26,7 @@ from vsr_accel.distributed import DistContext, barrier, broadcast_object
 from vsr_accel.ema import EMA
 from vsr_accel.errors import CheckpointError, ConfigError
 from vsr_accel.fsio import atomic_write_text
-from vsr_accel.options import GEOMETRY_KEYS, RUN_ONLY_SECTIONS
+from vsr_accel.options import GEOMETRY_KEYS, MONITORING_KEYS, RUN_ONLY_SECTIONS
 from vsr_accel.rng import rng_state, set_rng_state
 from vsr_accel.sampler import MultigridBatchSampler
 
@@ -298,7 +298,7 @@ def changed_options(recorded: str | None, current: str) -> list[str]:
     missing = "(unset)"
     keys = sorted(k for k in old.keys() | new.keys()
                   if old.get(k, missing) != new.get(k, missing) and k.split(".")[0] not in RUN_ONLY_SECTIONS
-                  and k not in GEOMETRY_KEYS)
+                  and k not in GEOMETRY_KEYS and not k.startswith(tuple(f"{m}." for m in MONITORING_KEYS)))
     return [f"{k} {old.get(k, missing)!r} -> {new.get(k, missing)!r}" for k in keys]
 
 

@@ -105,7 +105,9 @@ class RunLogger:
         self.info(f"iter {it:>7d}/{total} | loss {scalars['loss']:.5f} | lr {scalars['lr']:.3e} | "
                   f"{scalars['samples_per_s']:.2f} samples/s | data wait {100 * scalars['data_wait_frac']:.1f}% | "
                   f"stage {scalars['stage']} (LR crop {scalars['lr_crop']}, {scalars['frames']} frames) | "
-                  f"{elapsed / 60:.1f} min")
+                  + (f"flow {scalars['flow_mean_px']:.2f} px mean, {scalars['flow_max_px']:.1f} max | "
+                     if "flow_mean_px" in scalars else "")
+                  + f"{elapsed / 60:.1f} min")
         self.scalars("train", scalars, it)
 
     def val(self, it: int, scores: dict[str, float], dataset: str = "val") -> None:

