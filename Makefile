@@ -36,7 +36,7 @@ demo: $(STAMP)
 	$(PY) scripts/evaluate.py -opt options/demo_cpu.yml --bicubic
 
 # The accuracy proxy of the ablation tables (experiments/ablations/scales/proxy_basicvsr16.yml):
-# bigbuckbunny at 1280x720 and bikes at 640x272 as frames and raw stores, and a SpyNet pretrained
+# bigbuckbunny at 640x360 and bikes at 640x272 as frames and raw stores, and a SpyNet pretrained
 # on synthetic flow from the same footage (no download). Each step keeps what is already built.
 proxy-data: $(STAMP)
 	$(PY) scripts/make_demo_data.py --preset proxy --out $(PROXY_DATA)

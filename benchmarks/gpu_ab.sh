@@ -15,20 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT_DIR:-benchmarks/results/gpu/ab}
-if [ -n "${PYTHON:-}" ]; then PY=$PYTHON; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/vsr_site .whl/*.whl
-    export PYTHONPATH=/tmp/vsr_site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONUNBUFFERED=1
-mkdir -p "$OUT"
-start=$(date +%s)
-{
-    date -u
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
-    "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-    nproc
-} > "$OUT/machine.txt" 2>&1
+source benchmarks/gpu_env.sh  # PY, carried wheels, $OUT/machine.txt, start
 
 if [ "${1:-}" = "--tiny" ]; then
     DATA=${TINY_DATA:-$OUT/data}
@@ -39,9 +26,9 @@ if [ "${1:-}" = "--tiny" ]; then
     EXTRA=(--limit-iters 6 --set network_g.num_feat=4 --set network_g.num_block=1 --set network_g.upsample_feat=4
            --set train.amp=none --set datasets.train.num_worker_per_gpu=0 --set val.max_clips=1)
 else
-    DATA=data/proxy
+    DATA=data/proxy1280
     SPYNET=data/pretrained/spynet_synthetic.pth
-    "$PY" scripts/make_demo_data.py --preset proxy --out "$DATA"
+    "$PY" scripts/make_demo_data.py --preset proxy --gt-width 1280 --out "$DATA"
     "$PY" scripts/pretrain_spynet.py --quiet --device cuda --out "$SPYNET"
     DEVICE=(--device cuda)
     EXTRA=()

@@ -17,20 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT_DIR:-benchmarks/results/gpu}
-if [ -n "${PYTHON:-}" ]; then PY=$PYTHON; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/vsr_site .whl/*.whl
-    export PYTHONPATH=/tmp/vsr_site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONUNBUFFERED=1
-mkdir -p "$OUT"
-start=$(date +%s)
-{
-    date -u
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
-    "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-    nproc
-} > "$OUT/machine.txt" 2>&1
+source benchmarks/gpu_env.sh  # PY, carried wheels, $OUT/machine.txt, start
 if [ "${1:-}" = "--tiny" ]; then
     "$PY" benchmarks/bench_device.py --tiny --device cpu --repeats 1 --warmup 1 --no-compile --out "$OUT"
     "$PY" benchmarks/bench_pipeline.py --tiny --out "$OUT"

@@ -85,9 +85,9 @@ def test_constructor_arguments_equal_basicsr():
     # BasicSR's arguments, in its order and with its defaults; then ours, whose defaults give BasicSR's network
     ours, theirs = arguments(BasicVSR), arguments(ref_vsr.BasicVSR)
     assert list(ours.items())[:len(theirs)] == list(theirs.items())
-    assert dict(list(ours.items())[len(theirs):]) == {"upsample_feat": 64}  # BasicSR's fixed 64 channels
+    assert dict(list(ours.items())[len(theirs):]) == {"upsample_feat": 64, "kaiming_init": False}  # = BasicSR's
     assert arguments(EDVR) == arguments(ref_edvr.EDVR)
-    assert network_arguments("BasicVSRM") == ["num_feat", "num_block", "spynet_path", "upsample_feat"]
+    assert network_arguments("BasicVSRM") == ["num_feat", "num_block", "spynet_path", "upsample_feat", "kaiming_init"]
     assert network_arguments("EDVRM") == list(arguments(ref_edvr.EDVR))
 
 
