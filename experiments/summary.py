@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from experiments.tables import Row, compute_speedups, difference, psnr_cell
+from experiments.tables import Row, compute_speedups, difference, propagation_cell, psnr_cell
 from vsr_accel.fsio import atomic_write_text
 
 Key = tuple[str, str, str]  # (table, section, variant)
@@ -162,8 +162,9 @@ def speed_sentence(a: Row, b: Row, a_section: SectionRows) -> str:
 
 def _row_table(rows: Sequence[tuple[str, Row]], baselines: Mapping[str, Row], spread: float | None) -> list[str]:
     lines = ["| table | row | iterations × minibatch | curriculum | train time excl. / incl. data loading (s) | "
-             "PSNR (dB) | Δ vs the table's baseline | paper PSNR |",
-             "|---|---|---|---|---:|---:|---:|---:|"]
+             "PSNR (dB) | Δ vs the table's baseline | propagation: max |Δ| vs per-frame / flow mean / max (px) | "
+             "paper PSNR |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for table, row in rows:
         base = baselines.get(table)
         delta = difference(row.psnr, base.psnr) if base is not None and base is not row else None
@@ -173,7 +174,7 @@ def _row_table(rows: Sequence[tuple[str, Row]], baselines: Mapping[str, Row], sp
         status = "" if row.status == "done" else f" ({row.status})"
         lines.append(f"| {table} | {row.label}{status} | {row.iterations} × {row.minibatch} | {row.curriculum} | "
                      f"{times} | {psnr_cell(row)} | {'—' if delta is None else f'{delta:+.2f}'}{mark} | "
-                     f"{_paper_psnr(row)} |")
+                     f"{propagation_cell(row)} | {_paper_psnr(row)} |")
     return lines
 
 
