@@ -45,9 +45,9 @@ import torch
 
 import models
 from datasets.video_io import FrameFolder, FrameSource, open_source, rgb_to_bgr, write_mp4
-from vsr_accel.chunking import EDVR_TEST_PADDING, PADDING_MODES, plan_chunks, rank_share
-from vsr_accel.errors import ConfigError, report_user_errors
-from vsr_accel.inference import (DEFAULT_CHUNK, DEFAULT_CONTEXT, Upscaler, compare_frames, load_model,
+from vsr_accel.infer.chunking import EDVR_TEST_PADDING, PADDING_MODES, plan_chunks, rank_share
+from vsr_accel.core.errors import ConfigError, report_user_errors
+from vsr_accel.infer.inference import (DEFAULT_CHUNK, DEFAULT_CONTEXT, Upscaler, compare_frames, load_model,
                                  resolve_model_source, restore_whole, run_chunks)
 
 
@@ -126,7 +126,7 @@ def requested_device(device: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vsr_accel.distributed import barrier, init_distributed, shutdown
+    from vsr_accel.core.distributed import barrier, init_distributed, shutdown
 
     check_args(args)
     model_source = resolve_model_source(opt=args.opt, network=args.network, network_args=args.network_args or [],

@@ -27,26 +27,26 @@ from pathlib import Path
 
 import torch
 
-from vsr_accel import recipe
-from vsr_accel.checkpoint import fault_injection_point, load_weights_strict, read_weights
-from vsr_accel.distributed import DistContext, all_reduce_mean_, barrier, init_distributed, shutdown, wrap_ddp
-from vsr_accel.ema import EMA
-from vsr_accel.evaluation import evaluate, restore_clip
-from vsr_accel.guards import (NonFiniteWatch, StopFlag, ignore_stop_signals, oom_names_stage, run_guarded,
+from vsr_accel.train import builders
+from vsr_accel.core.checkpoint import fault_injection_point, load_weights_strict, read_weights
+from vsr_accel.core.distributed import DistContext, all_reduce_mean_, barrier, init_distributed, shutdown, wrap_ddp
+from vsr_accel.train.ema import EMA
+from vsr_accel.eval.evaluation import evaluate, restore_clip
+from vsr_accel.train.guards import (NonFiniteWatch, StopFlag, ignore_stop_signals, oom_names_stage, run_guarded,
                               workers_stopped)
-from vsr_accel.health import FlowStats, HealthGuard
-from vsr_accel.losses import build_pixel_loss
-from vsr_accel.meter import TrainMeter
-from vsr_accel.errors import ConfigError
-from vsr_accel.options import METRIC_TYPES, Options, load_options
-from vsr_accel.plan import format_plan
-from vsr_accel.prefetch import DevicePrefetcher
-from vsr_accel.rng import loader_generator, seed_everything
-from vsr_accel.run_state import Clocks, RunDirs, RunRecord, RunState, TrainState
-from vsr_accel.runlog import RunLogger, require_wandb, wandb_run
-from vsr_accel.sampler import MultigridBatchSampler
-from vsr_accel.speed import SpeedSettings, apply_layout, enable_activation_checkpointing, maybe_compile, resolve_speed
-from vsr_accel.step import FreezePlan, TrainStep, build_optimizer, set_frozen, set_lr
+from vsr_accel.train.health import FlowStats, HealthGuard
+from vsr_accel.train.losses import build_pixel_loss
+from vsr_accel.train.meter import TrainMeter
+from vsr_accel.core.errors import ConfigError
+from vsr_accel.core.options import METRIC_TYPES, Options, load_options
+from vsr_accel.schedule.plan import format_plan
+from vsr_accel.train.prefetch import DevicePrefetcher
+from vsr_accel.core.rng import loader_generator, seed_everything
+from vsr_accel.train.run_state import Clocks, RunDirs, RunRecord, RunState, TrainState
+from vsr_accel.train.runlog import RunLogger, require_wandb, wandb_run
+from vsr_accel.schedule.sampler import MultigridBatchSampler
+from vsr_accel.train.speed import SpeedSettings, apply_layout, enable_activation_checkpointing, maybe_compile, resolve_speed
+from vsr_accel.train.step import FreezePlan, TrainStep, build_optimizer, set_frozen, set_lr
 
 import datasets
 import models
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     opt = load_options(args.opt, [*args.overrides, *args.force_yml])
     if args.plan:  # print the curriculum before anything is launched or loaded
         world = args.world_size or int(os.environ.get("WORLD_SIZE", 1))
-        plan = recipe.plan(opt, world_size=world, crop_multiple=models.required_multiple(opt.network_g))
+        plan = builders.plan(opt, world_size=world, crop_multiple=models.required_multiple(opt.network_g))
         print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
         return 0
     device = check_launch(opt, int(os.environ.get("WORLD_SIZE", 1)), args.device)
@@ -204,10 +204,10 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
     speed = resolve_speed(opt.train.amp, opt.train.channels_last, ctx.device)
     model = build_model(opt, speed, ctx.device)
     train_set = datasets.build_dataset(opt.dataset_kwargs("train"), phase="train")
-    schedule = recipe.build_curriculum(opt, crop_multiple=models.required_multiple(opt.network_g),
+    schedule = builders.build_curriculum(opt, crop_multiple=models.required_multiple(opt.network_g),
                                        max_frames=getattr(train_set, "max_frames", None),
                                        min_lr_size=getattr(train_set, "min_lr_size", None))
-    lr_schedule = recipe.build_lr_schedule(opt, schedule, ctx.world_size)
+    lr_schedule = builders.build_lr_schedule(opt, schedule, ctx.world_size)
     val_sets = validation_sets(opt, ctx)
     step = build_step(opt, model, speed)
     section = opt.dataset_section("train")
@@ -265,7 +265,7 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
                                  len(schedule.stages))
     step.net, nonfinite, it = wrap(), NonFiniteWatch(ctx.device), start_iter
     health = HealthGuard(opt.train.health, model, models.is_recurrent(model), ctx, log)
-    with StopFlag() as stop, oom_names_stage(lambda: recipe.describe_stage(schedule.stage_at(min(it, total - 1)))):
+    with StopFlag() as stop, oom_names_stage(lambda: builders.describe_stage(schedule.stage_at(min(it, total - 1)))):
         meter.start()
         for micro, batch in enumerate(meter.batches(DevicePrefetcher(batches, ctx.device))):
             it, last_micro = start_iter + micro // accum, micro % accum == accum - 1
@@ -298,7 +298,7 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
             if log_now:
                 flow = health.flow(model, lq)
                 log_window(log, meter, done, total, step.optimizer.param_groups[0]["lr"], stage, ctx, flow)
-                health.check_flow(flow, done, recipe.describe_stage(stage))
+                health.check_flow(flow, done, builders.describe_stage(stage))
             if save_now or stop_now:
                 run_state.save(live, done, meter.clocks)
             for phase, (name, val_set) in val_sets.items() if val_now else ():  # rank 0; the others wait

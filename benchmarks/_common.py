@@ -1,4 +1,4 @@
-"""What the benchmarks share: the training step they time (`vsr_accel.step.TrainStep`, the one
+"""What the benchmarks share: the training step they time (`vsr_accel.train.step.TrainStep`, the one
 train.py runs, built here from a set of speed switches), FLOP counting, interleaved timing,
 machine description and the Markdown report.
 
@@ -28,10 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from vsr_accel.speed import (AMP_DTYPES, SpeedSettings, apply_layout, cpu_prefers_channels_last,  # noqa: E402,F401
+from vsr_accel.train.speed import (AMP_DTYPES, SpeedSettings, apply_layout, cpu_prefers_channels_last,  # noqa: E402,F401
                               cpu_supports_bf16)
-from vsr_accel.fsio import atomic_write_text  # noqa: E402
-from vsr_accel.step import TrainStep, build_optimizer, set_lr  # noqa: E402
+from vsr_accel.core.fsio import atomic_write_text  # noqa: E402
+from vsr_accel.train.step import TrainStep, build_optimizer, set_lr  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 THREADS = 2  # the brief's machine: 2 cores; timings are for exactly this many intra-op threads
@@ -73,7 +73,7 @@ class StepOptions:
 
 
 UNOPTIMISED = StepOptions()
-# train.py's defaults on this CPU (vsr_accel.speed.resolve_speed), chosen by `bench_step.py --sweep`
+# train.py's defaults on this CPU (vsr_accel.train.speed.resolve_speed), chosen by `bench_step.py --sweep`
 # on the 2-core Xeon (AMX-BF16): channels_last 1.1-1.4x, bf16 autocast 1.8-2.1x, both 2.6-3.1x;
 # fused Adam: the optimizer step alone ~5x faster (within the noise of a whole step); torch.compile:
 # 455 s first call per shape and no faster after it (not a default). bf16 only where the CPU runs
@@ -107,10 +107,10 @@ def make_adam(model: torch.nn.Module, kind: str) -> torch.optim.Optimizer:
 
 
 def make_step(model: torch.nn.Module, options: StepOptions, loss: torch.nn.Module | None = None) -> TrainStep:
-    """The trainer's step (`vsr_accel.step.TrainStep`) with these speed switches: zero grads,
+    """The trainer's step (`vsr_accel.train.step.TrainStep`) with these speed switches: zero grads,
     forward and Charbonnier loss under the chosen precision, backward, Adam. Like train.py it
     never reads the loss back (no host sync). Call it as `step(*step.prepare(lq, gt))`."""
-    from vsr_accel.losses import CharbonnierLoss
+    from vsr_accel.train.losses import CharbonnierLoss
 
     amp_dtype = AMP_DTYPES.get(options.amp)
     model = apply_layout(model, SpeedSettings(options.channels_last, amp_dtype))
@@ -141,7 +141,7 @@ def training_flops(spec: Mapping[str, Any], batch: int, frames: int, crop: int, 
     even the largest stage counts in seconds. SpyNet is trainable (BasicVSR after `fix_flow`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vsr_accel.losses import CharbonnierLoss
+    from vsr_accel.train.losses import CharbonnierLoss
 
     model = build_model(spec, device="meta")
     with torch.device("meta"):

@@ -47,8 +47,8 @@ from datasets import REDSRecurrentDataset  # noqa: E402
 from datasets.footage import footage_path, read_video  # noqa: E402
 from datasets.io import LmdbWriter  # noqa: E402
 from datasets.raw_store import RawStoreWriter  # noqa: E402
-from vsr_accel.curriculum import build_schedule  # noqa: E402
-from vsr_accel.sampler import MultigridBatchSampler  # noqa: E402
+from vsr_accel.schedule.curriculum import build_schedule  # noqa: E402
+from vsr_accel.schedule.sampler import MultigridBatchSampler  # noqa: E402
 
 SCALE = 4
 SHAPES = ((32, 7), (32, 11), (32, 15), (64, 7), (64, 11), (64, 15))  # the paper's six REDS stages (LR crop & frames)

@@ -4,7 +4,7 @@
     python benchmarks/bench_device.py --batch 8 --out benchmarks/results/gpu
     python benchmarks/bench_device.py --tiny --device cpu --out /tmp/x   # seconds on a CPU (the test runs this)
 
-It times `vsr_accel.step.TrainStep` (the step train.py runs, built by benchmarks/_common.make_step)
+It times `vsr_accel.train.step.TrainStep` (the step train.py runs, built by benchmarks/_common.make_step)
 at every stage shape of the paper's REDS curriculum (32&7 ... 64&15) under fp32, bf16 autocast,
 bf16 + channels_last, and (on the first and last stage only: compiling every shape takes
 minutes) bf16 + channels_last + torch.compile. Each timing synchronises the device before and
@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (BASICVSR_M, Report, StepOptions, build_model, clip_batch, make_step,  # noqa: E402
                                 training_flops)
-from vsr_accel.curriculum import build_schedule  # noqa: E402
-from vsr_accel.meter import synchronize  # noqa: E402
+from vsr_accel.schedule.curriculum import build_schedule  # noqa: E402
+from vsr_accel.train.meter import synchronize  # noqa: E402
 
 TINY = {"type": "BasicVSR", "num_feat": 4, "num_block": 1}
 CONFIGS = {
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report("bench_device", f"Training step per stage on {device} ({'tiny BasicVSR' if args.tiny else 'BasicVSR-M'})")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     report.add(f"Device: {name}; batch {args.batch}; median of {args.repeats} device-synchronised steps after "
-               f"{args.warmup} warm-up step(s); step = vsr_accel.step.TrainStep (train.py's).")
+               f"{args.warmup} warm-up step(s); step = vsr_accel.train.step.TrainStep (train.py's).")
     rows, seconds = [], {}
     for label, options in configs.items():
         for index, (c, f) in enumerate(shapes):

@@ -55,8 +55,8 @@ sys.path.insert(0, str(REPO))
 
 import models  # noqa: E402
 from datasets.video_io import FrameFolder, open_source  # noqa: E402
-from vsr_accel.chunking import plan_chunks  # noqa: E402
-from vsr_accel.inference import (DEFAULT_CHUNK, DEFAULT_CONTEXT, ModelSource, Upscaler, compare_frames,  # noqa: E402
+from vsr_accel.infer.chunking import plan_chunks  # noqa: E402
+from vsr_accel.infer.inference import (DEFAULT_CHUNK, DEFAULT_CONTEXT, ModelSource, Upscaler, compare_frames,  # noqa: E402
                                  load_model, parse_network_args, psnr_uint8, restore_whole, run_chunks)
 
 TINY_NET = {"type": "BasicVSR", "num_feat": 8, "num_block": 1}

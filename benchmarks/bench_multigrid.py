@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (BASICVSR_M, OPTIMISED, UNOPTIMISED, Report, build_model, make_step,  # noqa: E402
                                 clip_batch, interleaved, setup, spread, training_flops)
-from vsr_accel.curriculum import Schedule, build_schedule  # noqa: E402
+from vsr_accel.schedule.curriculum import Schedule, build_schedule  # noqa: E402
 
 TARGET = 0.9
 

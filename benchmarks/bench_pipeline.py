@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import REPO, Report  # noqa: E402
 from benchmarks.bench_data import FULL, TINY, Mode, make_stores  # noqa: E402
 from datasets import REDSRecurrentDataset  # noqa: E402
-from vsr_accel.curriculum import build_schedule  # noqa: E402
-from vsr_accel.sampler import MultigridBatchSampler  # noqa: E402
+from vsr_accel.schedule.curriculum import build_schedule  # noqa: E402
+from vsr_accel.schedule.sampler import MultigridBatchSampler  # noqa: E402
 
 LOG_LINE = re.compile(r"iter +(\d+)/\d+ \| loss \S+ \| lr \S+ \| ([\d.]+) samples/s \| data wait ([\d.]+)% \| "
                       r"stage (\d+) \(LR crop (\d+), (\d+) frames\)")

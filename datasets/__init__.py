@@ -22,7 +22,7 @@ from datasets.checks import OptionPathError, OptionValueError, closest_name
 from datasets.reds import REDSRecurrentDataset
 from datasets.video_test import Vimeo90KTestDataset, VideoRecurrentTestDataset
 from datasets.vimeo import Vimeo90KRecurrentDataset
-from vsr_accel.errors import ConfigError
+from vsr_accel.core.errors import ConfigError
 
 __all__ = ["build_dataset", "check_dataset_spec", "DATASETS", "REDSRecurrentDataset", "Vimeo90KRecurrentDataset",
            "VideoRecurrentTestDataset", "Vimeo90KTestDataset", "is_training_dataset"]

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vsr_accel.errors import ConfigError, DataError
+from vsr_accel.core.errors import ConfigError, DataError
 
 IO_BACKENDS = ("disk", "lmdb", "raw")
 

@@ -3,7 +3,7 @@
 This is what `REDSRecurrentDataset` and `Vimeo90KRecurrentDataset` do per item once
 `datasets.window` has parsed the request and seeded its generator: learn the LR frame size,
 draw the crop origin, read the crops, and wrap them as the sample. Samples are uint8; the
-division by 255 happens on the device (`vsr_accel.prefetch.DevicePrefetcher`), which gives
+division by 255 happens on the device (`vsr_accel.train.prefetch.DevicePrefetcher`), which gives
 exactly the float32 values numpy's `astype(float32) / 255` gave before.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 
 from datasets.io import FrameStore
 from datasets.transforms import crop, random_crop_origin
-from vsr_accel.errors import DataError
+from vsr_accel.core.errors import DataError
 
 
 def read_aligned_window(*, lq_store: FrameStore, gt_store: FrameStore, lq_keys: Sequence[str],
@@ -90,7 +90,7 @@ def crop_stack(store: FrameStore, keys: Sequence[str], origin: tuple[int, int], 
 def to_sample(lq: np.ndarray, gt: np.ndarray, key: str, center_gt_only: bool) -> dict:
     """Planar RGB uint8 stacks -> the training sample: uint8 tensors (T, 3, h, w) / (T, 3, H, W),
     or GT (3, H, W) for EDVR's centre-frame target. The division by 255 happens after the copy
-    to the device (`vsr_accel.prefetch.DevicePrefetcher`): a quarter of the bytes through the
+    to the device (`vsr_accel.train.prefetch.DevicePrefetcher`): a quarter of the bytes through the
     DataLoader's shared memory, pinned memory and PCIe."""
     lq_t = torch.from_numpy(np.ascontiguousarray(lq))
     gt_t = torch.from_numpy(np.ascontiguousarray(gt))

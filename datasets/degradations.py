@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from datasets.matlab_resize import imresize_uint8
-from vsr_accel.errors import DataError
+from vsr_accel.core.errors import DataError
 
 BD_SIGMA = 1.6
 

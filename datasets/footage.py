@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vsr_accel.errors import DataError
+from vsr_accel.core.errors import DataError
 
 # carphone_distorted.mp4 is a degraded copy of carphone_pristine.mp4: not ground truth.
 DEMO_VIDEOS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")

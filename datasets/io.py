@@ -30,7 +30,7 @@ import numpy as np
 
 from datasets.checks import OptionPathError, existing_dir
 from datasets.raw_store import RawFrames
-from vsr_accel.errors import DataError
+from vsr_accel.core.errors import DataError
 
 LMDB_META_NAME = "meta_info.txt"
 _LMDB_META_LINE = re.compile(r"^(?P<name>\S+)\s+\((?P<h>\d+),\s*(?P<w>\d+),\s*(?P<c>\d+)\)\s+(?P<level>-?\d+)\s*$")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from datasets.io import png_size, read_lmdb_meta
 from datasets.raw_store import RawFrames
-from vsr_accel.errors import DataError
+from vsr_accel.core.errors import DataError
 
 _SHAPE = re.compile(r"^\((\d+),\s*(\d+),\s*(\d+)\)$")
 

@@ -38,8 +38,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from vsr_accel import fsio
-from vsr_accel.errors import DataError
+from vsr_accel.core import fsio
+from vsr_accel.core.errors import DataError
 
 STORE_FORMAT = "vsr-accel raw frames"
 STORE_VERSION = 1

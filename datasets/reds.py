@@ -13,7 +13,7 @@ from datasets.io import check_keys_exist, open_store
 from datasets.meta_info import ClipInfo, clips_from_lmdb, clips_from_raw_store, read_clip_meta, scan_clip_folders
 from datasets.transforms import augment_planar, draw_augmentation
 from datasets.window import check_center_frames, item_rng, parse_request
-from vsr_accel.errors import DataError
+from vsr_accel.core.errors import DataError
 
 # REDS4 = four clips of the original training set used for testing (EDVR, BasicVSR). 'official'
 # = REDS's validation clips 000-029, renamed 240-269 by scripts/regroup_reds_val.py.

@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vsr_accel.errors import ConfigError, DataError
-from vsr_accel.evaluation import Protocol
+from vsr_accel.core.errors import ConfigError, DataError
+from vsr_accel.eval.evaluation import Protocol
 
 RGB_ALL_FRAMES = Protocol(test_y_channel=False, crop_border=0)
 Y_ALL_FRAMES = Protocol(test_y_channel=True, crop_border=0)

@@ -1,6 +1,6 @@
 """Video frames in and out through OpenCV, for long-video inference (`infer.py`).
 
-Kept apart from `vsr_accel.inference` so that OpenCV stays out of the torch-only core: the core
+Kept apart from `vsr_accel.infer.inference` so that OpenCV stays out of the torch-only core: the core
 asks a `FrameSource` for a forward stream of frames and hands restored frames to a
 `FrameFolder`. Decoded frames are BGR uint8 (h, w, 3) arrays, as OpenCV gives them; restored
 frames arrive as uint8 RGB (3, H, W) tensors.
@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import torch
 
-from vsr_accel.errors import DataError
-from vsr_accel.fsio import atomic_write_bytes, fsync_dir, remove_stale_temps
-from vsr_accel.metrics import quantize_like_tensor2img
+from vsr_accel.core.errors import DataError
+from vsr_accel.core.fsio import atomic_write_bytes, fsync_dir, remove_stale_temps
+from vsr_accel.eval.metrics import quantize_like_tensor2img
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FRAME_NAME = "{:08d}.png"
@@ -144,7 +144,7 @@ def encode_png(frame_rgb: torch.Tensor) -> bytes:
 
 class FrameFolder:
     """Restored frames as `%08d.png` (0-based frame index) in one folder, each written atomically
-    through `vsr_accel.fsio` (temp file, fsync, rename, the umask's mode); the folder is fsync'd
+    through `vsr_accel.core.fsio` (temp file, fsync, rename, the umask's mode); the folder is fsync'd
     once per `write` call (a chunk), not once per frame. A restarted run asks `has_all` and skips
     what exists."""
 

@@ -29,7 +29,7 @@ from datasets import checks
 from datasets.io import FrameStore, bgr_uint8_to_rgb_float, check_keys_exist, open_store
 from datasets.meta_info import ClipInfo, frame_files, read_clip_meta, store_frames_by_clip
 from datasets.vimeo import SEPTUPLET, check_septuplets, list_septuplets, septuplet_key
-from vsr_accel.errors import DataError
+from vsr_accel.core.errors import DataError
 
 
 def read_clip_pair(lq_store: FrameStore, gt_store: FrameStore, keys: list[str],
@@ -172,7 +172,7 @@ class Vimeo90KTestDataset(Dataset):
     options/test/BasicVSR/test_BasicVSR_Vimeo90K_BIx4.yml (`val.center_frame_only: true`,
     `val.flip_seq: true`, `test_y_channel: true`; its VideoTestVimeo90KDataset loads only im4 as
     GT) and MMagic's basicvsr_test_config.py (`gt=['im4.png']`, MirrorSequence, `convert_to='Y'`).
-    Those are evaluation options (`vsr_accel.evaluation.evaluate`), not this dataset's: it returns
+    Those are evaluation options (`vsr_accel.eval.evaluation.evaluate`), not this dataset's: it returns
     all seven GT frames, and the evaluator picks im4.
 
     `cache_data` is accepted for BasicSR's option files; like BasicSR, only `false` (the decoded

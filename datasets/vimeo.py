@@ -16,7 +16,7 @@ from datasets.io import FrameStore, check_keys_exist, open_store
 from datasets.meta_info import clips_from_lmdb, clips_from_raw_store, read_clip_meta
 from datasets.transforms import augment_planar, draw_augmentation
 from datasets.window import check_center_frames, item_rng, parse_request
-from vsr_accel.errors import DataError
+from vsr_accel.core.errors import DataError
 
 SEPTUPLET = tuple(range(1, 8))  # im1 .. im7
 CENTER = 4

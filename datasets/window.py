@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vsr_accel.errors import ConfigError
+from vsr_accel.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

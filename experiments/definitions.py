@@ -13,9 +13,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
-from vsr_accel.config import read_yaml, unknown_key_message
-from vsr_accel.curriculum import KINDS
-from vsr_accel.errors import ConfigError
+from vsr_accel.core.config import read_yaml, unknown_key_message
+from vsr_accel.schedule.curriculum import KINDS
+from vsr_accel.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 ABLATIONS = Path(__file__).resolve().parent / "ablations"

@@ -24,11 +24,11 @@ import torch
 import datasets
 import models
 from experiments.resolve import ResolvedVariant
-from vsr_accel.errors import VSRError
-from vsr_accel.evaluation import restore_clip
-from vsr_accel.losses import build_pixel_loss
-from vsr_accel.speed import apply_layout, resolve_speed
-from vsr_accel.step import TrainStep, build_optimizer
+from vsr_accel.core.errors import VSRError
+from vsr_accel.eval.evaluation import restore_clip
+from vsr_accel.train.losses import build_pixel_loss
+from vsr_accel.train.speed import apply_layout, resolve_speed
+from vsr_accel.train.step import TrainStep, build_optimizer
 
 STARTUP_SECONDS = 8.0  # per launch (interpreter, torch and the data index); train and evaluate: two launches
 

@@ -20,9 +20,9 @@ import yaml
 import models
 from experiments.definitions import REPO, display_path
 from experiments.resolve import ResolvedVariant, SweepSettings
-from vsr_accel import checkpoint as ckpt
-from vsr_accel.errors import CheckpointError
-from vsr_accel.fsio import atomic_write_text
+from vsr_accel.core import checkpoint as ckpt
+from vsr_accel.core.errors import CheckpointError
+from vsr_accel.core.fsio import atomic_write_text
 
 
 class RunnerLog:

@@ -22,8 +22,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vsr_accel.curriculum import Schedule  # noqa: E402
-from vsr_accel.lr import LRSchedule  # noqa: E402
+from vsr_accel.schedule.curriculum import Schedule  # noqa: E402
+from vsr_accel.schedule.lr import LRSchedule  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 from experiments import plots
 from experiments.launch import final_state, read_record, total_train_wall
 from experiments.resolve import ResolvedVariant
-from vsr_accel.fsio import atomic_write_text
+from vsr_accel.core.fsio import atomic_write_text
 
 RESULT_FILE = "result.json"
 FORMAT = 1
@@ -43,7 +43,7 @@ class RunResult:
     bicubic_psnr: float | None = None
     bicubic_ssim: float | None = None
     val_curve: tuple[plots.ValPoint, ...] = field(default_factory=tuple)
-    # the final weights on the held-out clip (scripts/evaluate.py --probe, vsr_accel.health):
+    # the final weights on the held-out clip (scripts/evaluate.py --probe, vsr_accel.train.health):
     # max_abs_diff_vs_per_frame, flow_mean_px, flow_max_px, frames; None for runs before the probe
     propagation: dict[str, Any] | None = None
 

@@ -19,13 +19,13 @@ import yaml
 import models
 from experiments.definitions import (ScaleSpec, SectionSpec, StageSpec, TableSpec, VariantSpec, display_path,
                                      pick)
-from vsr_accel import recipe
-from vsr_accel.config import apply_overrides, read_yaml
-from vsr_accel.curriculum import Schedule
-from vsr_accel.errors import ConfigError
-from vsr_accel.lr import LRSchedule
-from vsr_accel.options import Options, load_options
-from vsr_accel.plan import plan_dict
+from vsr_accel.train import builders
+from vsr_accel.core.config import apply_overrides, read_yaml
+from vsr_accel.schedule.curriculum import Schedule
+from vsr_accel.core.errors import ConfigError
+from vsr_accel.schedule.lr import LRSchedule
+from vsr_accel.core.options import Options, load_options
+from vsr_accel.schedule.plan import plan_dict
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def _resolve(table: TableSpec, section: SectionSpec, variant: VariantSpec, scale
     set_key(data, "path.experiments_root", str(settings.runs_root))
     opt = dataclasses.replace(opt, name=slug,
                               path=dataclasses.replace(opt.path, experiments_root=str(settings.runs_root)))
-    lr_schedule = recipe.build_lr_schedule(opt, schedule, world)
+    lr_schedule = builders.build_lr_schedule(opt, schedule, world)
     plan = plan_dict(schedule, lr_schedule, scale=opt.scale, world_size=world, grad_accum=opt.train.grad_accum)
     return ResolvedVariant(table=table, section=section, variant=variant, options=data, opt=opt, schedule=schedule,
                            lr_schedule=lr_schedule, plan=plan, world_size=world, minibatch=minibatch,
@@ -293,7 +293,7 @@ class RunLength:
 
 def _build(data: dict[str, Any], scratch: Path) -> tuple[Options, Schedule]:
     opt = _validate(data, scratch / "check.yml")
-    schedule = recipe.build_curriculum(opt, crop_multiple=models.required_multiple(opt.network_g))
+    schedule = builders.build_curriculum(opt, crop_multiple=models.required_multiple(opt.network_g))
     return opt, schedule
 
 

@@ -58,8 +58,8 @@ from experiments.launch import (Runner, RunnerLog, eval_command, evaluate_in_pro
                                 run_status, total_train_wall, train_command, train_in_process)
 from experiments.records import RunResult, result_from_logs, result_from_run, write_result
 from experiments.resolve import ResolvedVariant, SweepSettings, expand, resolve_variant  # noqa: F401
-from vsr_accel.errors import ConfigError, VSRError
-from vsr_accel.plan import format_plan
+from vsr_accel.core.errors import ConfigError, VSRError
+from vsr_accel.schedule.plan import format_plan
 
 
 

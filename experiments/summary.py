@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from experiments.tables import Row, compute_speedups, difference, propagation_cell, psnr_cell
-from vsr_accel.fsio import atomic_write_text
+from vsr_accel.core.fsio import atomic_write_text
 
 Key = tuple[str, str, str]  # (table, section, variant)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from vsr_accel.fsio import atomic_write_text
+from vsr_accel.core.fsio import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Row:
     equal_iters_ref: str | None = None  # variant this one is compared with at equal iterations
     status: str = "done"  # done | failed | partial | not run | not evaluated | "1 of 2 seeds"
     paper: dict = field(default_factory=dict)  # the paper's speedup / psnr / ssim for this row
-    # the propagation probe of the final weights on the held-out clip (vsr_accel.health), over the
+    # the propagation probe of the final weights on the held-out clip (vsr_accel.train.health), over the
     # finished seeds: the smallest max |whole - frame by frame|, the mean and the largest |flow|
     propagation_gap: float | None = None
     flow_mean_px: float | None = None
@@ -285,7 +285,7 @@ FOOTNOTES = """\
   the largest max − min PSNR over the seeds of any row there; a Δ PSNR larger than it is marked.
   Two seeds give a rough measure of seed noise, not a confidence interval.
 - § **propagation**: the final weights on the held-out clip (`scripts/evaluate.py --probe`,
-  `vsr_accel.health`): the largest difference between the clip restored whole and frame by frame
+  `vsr_accel.train.health`): the largest difference between the clip restored whole and frame by frame
   (0 means the recurrent network restores every frame alone: its propagation is dead), then the
   flow network's mean and largest |flow| in LR pixels between consecutive frames, to be read
   against the footage's own motion. Over seeds: the smallest difference, the mean and the largest flow.

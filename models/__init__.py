@@ -24,7 +24,7 @@ from models.basicvsrpp import BasicVSRPlusPlus
 from models.convert import to_basicsr_keys
 from models.edvr import EDVR, EDVR_M_DEFAULTS
 from models.iconvsr import IconVSR
-from vsr_accel.errors import ConfigError
+from vsr_accel.core.errors import ConfigError
 
 __all__ = ["build_network", "network_arguments", "is_recurrent", "is_recurrent_type", "required_multiple", "to_basicsr_keys",
            "check_model_type", "NETWORKS",

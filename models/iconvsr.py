@@ -39,7 +39,7 @@ from models.arch_util import RecomputesActivations, ResidualBlockNoBN, flow_warp
 from models.basicvsr import ConvResidualBlocks
 from models.edvr import PCDAlignment, TSAFusion, align_to_reference, feature_pyramid
 from models.spynet import SpyNet, clip_flows
-from vsr_accel.checkpoint import load_weights_strict, read_weights
+from vsr_accel.core.checkpoint import load_weights_strict, read_weights
 
 # Fixed in BasicSR's EDVRFeatureExtractor (not constructor arguments).
 KEYFRAME_DEFORMABLE_GROUPS = 8

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.arch_util import flow_warp, is_frozen
-from vsr_accel.checkpoint import load_weights_strict, read_weights
+from vsr_accel.core.checkpoint import load_weights_strict, read_weights
 
 NUM_LEVELS = 6
 # Inputs whose shorter side exceeds this take BasicSR's path unchanged (6 levels, sides padded

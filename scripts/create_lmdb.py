@@ -31,7 +31,7 @@ import cv2  # noqa: E402
 
 from datasets.io import LmdbWriter  # noqa: E402
 from datasets.meta_info import frame_items, vimeo_items  # noqa: E402,F401  (listing shared with create_raw_store)
-from vsr_accel.errors import DataError, VSRError  # noqa: E402
+from vsr_accel.core.errors import DataError, VSRError  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from datasets.io import (DiskFrames, LmdbFrames, check_lmdb_folder, decode_image
 from datasets.meta_info import frame_files, read_clip_meta  # noqa: E402
 from datasets.raw_store import (RawClip, RawFrames, RawStoreWriter, bgr_to_planar_rgb, clip_data_path,  # noqa: E402
                                 map_clip_file, read_meta, verify_checksums)
-from vsr_accel.errors import DataError, report_user_errors  # noqa: E402
+from vsr_accel.core.errors import DataError, report_user_errors  # noqa: E402
 
 DEFAULT_VERIFY = 64
 

@@ -30,17 +30,17 @@ import torch  # noqa: E402
 
 import datasets  # noqa: E402
 import models  # noqa: E402
-from vsr_accel import metrics  # noqa: E402
-from vsr_accel.checkpoint import load_weights_strict, read_weights  # noqa: E402
-from vsr_accel.distributed import pick_device  # noqa: E402
-from vsr_accel.errors import CheckpointError, ConfigError, DataError, report_user_errors  # noqa: E402
+from vsr_accel.eval import metrics  # noqa: E402
+from vsr_accel.core.checkpoint import load_weights_strict, read_weights  # noqa: E402
+from vsr_accel.core.distributed import pick_device  # noqa: E402
+from vsr_accel.core.errors import CheckpointError, ConfigError, DataError, report_user_errors  # noqa: E402
 from datasets.matlab_resize import imresize  # noqa: E402
 from datasets.test_sets import STANDARD_TEST_SETS, find_test_sets  # noqa: E402
-from vsr_accel.evaluation import (Protocol, ScoreTable, evaluate, format_benchmark_table, format_table,  # noqa: E402
+from vsr_accel.eval.evaluation import (Protocol, ScoreTable, evaluate, format_benchmark_table, format_table,  # noqa: E402
                                   restore_clip)
-from vsr_accel.fsio import atomic_write_text  # noqa: E402
-from vsr_accel.health import ProbeResult, probe  # noqa: E402
-from vsr_accel.options import Options, load_options  # noqa: E402
+from vsr_accel.core.fsio import atomic_write_text  # noqa: E402
+from vsr_accel.train.health import ProbeResult, probe  # noqa: E402
+from vsr_accel.core.options import Options, load_options  # noqa: E402
 
 
 def matlab_bicubic(lq: torch.Tensor, scale: int) -> torch.Tensor:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe", action="store_true",
                    help="also check that the network uses its neighbouring frames, on the first clip: the largest "
                         "difference between restoring it whole and frame by frame, and the flow network's mean and "
-                        "max |flow| (vsr_accel.health); written to the JSON as 'propagation'")
+                        "max |flow| (vsr_accel.train.health); written to the JSON as 'propagation'")
     p.add_argument("--probe-frames", type=int, default=None, metavar="N",
                    help="with --probe: only the clip's first N frames (default: all)")
     p.add_argument("--save-frames", default=None, help="folder for the SR frames (png)")
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
 
 def probe_first_clip(model: torch.nn.Module, restore, test_set, device: torch.device,
                      frames: int | None) -> ProbeResult:
-    """`--probe`: propagation and flow of the model on the first clip (vsr_accel.health)."""
+    """`--probe`: propagation and flow of the model on the first clip (vsr_accel.train.health)."""
     if not models.is_recurrent(model):
         raise ConfigError(f"--probe: {type(model).__name__} is not a recurrent network; it restores each frame "
                           f"from a window of its neighbours, so there is no propagation to probe")

@@ -6,7 +6,7 @@ Farneback optical flow between consecutive frames), to read a flow network's mag
 
 A healthy SpyNet inside BasicVSR predicts flows of the same order as these numbers; one whose
 mean |flow| is far outside the clips' range (thousands of pixels, or exactly zero on moving
-footage) is broken (vsr_accel.health, `result.json`'s `propagation`). Prints per clip the mean,
+footage) is broken (vsr_accel.train.health, `result.json`'s `propagation`). Prints per clip the mean,
 95th percentile and max |flow| in LR pixels, and the range of the clip means; `--json` writes them.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vsr_accel.errors import DataError, report_user_errors  # noqa: E402
-from vsr_accel.fsio import atomic_write_text  # noqa: E402
+from vsr_accel.core.errors import DataError, report_user_errors  # noqa: E402
+from vsr_accel.core.fsio import atomic_write_text  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 

@@ -26,7 +26,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 from datasets.degradations import bicubic_downsample_uint8, write_lr_tree  # noqa: E402
-from vsr_accel.errors import VSRError  # noqa: E402
+from vsr_accel.core.errors import VSRError  # noqa: E402
 
 
 def generate_lr_tree(input_root: Path, output_root: Path, scale: int = 4, workers: int | None = None) -> int:

@@ -55,7 +55,7 @@ from datasets.footage import DEMO_VIDEOS, footage_path, read_video  # noqa: E402
 from datasets.matlab_resize import imresize_uint8  # noqa: E402
 from datasets.meta_info import ClipInfo, format_clip_meta  # noqa: E402
 from datasets.transforms import mod_crop  # noqa: E402
-from vsr_accel.errors import DataError, VSRError  # noqa: E402
+from vsr_accel.core.errors import DataError, VSRError  # noqa: E402
 
 FORMAT_VERSION = 2  # bump when the layout or the processing changes, to force a rebuild
 MARKER = ".demo_data.json"

@@ -53,9 +53,9 @@ from datasets.footage import footage_path, read_video  # noqa: E402
 from datasets.matlab_resize import imresize_uint8  # noqa: E402
 from models.arch_util import flow_warp  # noqa: E402
 from models.spynet import SpyNet  # noqa: E402
-from vsr_accel.checkpoint import atomic_save, read_training_state  # noqa: E402
-from vsr_accel.errors import CheckpointError, report_user_errors  # noqa: E402
-from vsr_accel.fsio import atomic_write_text  # noqa: E402
+from vsr_accel.core.checkpoint import atomic_save, read_training_state  # noqa: E402
+from vsr_accel.core.errors import CheckpointError, report_user_errors  # noqa: E402
+from vsr_accel.core.fsio import atomic_write_text  # noqa: E402
 
 DEFAULT_OUT = Path("data/pretrained/spynet_synthetic.pth")
 VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")

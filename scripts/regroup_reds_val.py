@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vsr_accel.errors import DataError, VSRError  # noqa: E402
+from vsr_accel.core.errors import DataError, VSRError  # noqa: E402
 
 FOLDER_PAIRS = (("train_sharp", "val_sharp"), ("train_sharp_bicubic/X4", "val_sharp_bicubic/X4"))
 OFFSET = 240

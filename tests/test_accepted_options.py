@@ -14,7 +14,7 @@ import pytest
 
 import train
 from tests.conftest import make_reds_like, tiny_options, write_options
-from vsr_accel.options import LOADER_KEYS, Options
+from vsr_accel.core.options import LOADER_KEYS, Options
 
 REPO = Path(__file__).resolve().parents[1]
 CONSUMERS = [REPO / "train.py", *(REPO / "vsr_accel").rglob("*.py"), *(REPO / "datasets").rglob("*.py"),
@@ -23,7 +23,7 @@ SCHEMA_MODULES = ("options.py", "config.py")
 # Sections passed whole to a component that validates its own keys (network / dataset constructors).
 COMPONENT_SECTIONS = {"network_g", "datasets"}
 # Keys whose every accepted value means what vsr-accel always does (the others are refused).
-CHECKED_ONLY = {"datasets.train.prefetch_mode": "~ and cuda: vsr_accel.prefetch.DevicePrefetcher, always on"}
+CHECKED_ONLY = {"datasets.train.prefetch_mode": "~ and cuda: vsr_accel.train.prefetch.DevicePrefetcher, always on"}
 
 
 def accepted_keys(cls: type = Options, prefix: str = "") -> list[str]:

@@ -27,7 +27,7 @@ import torch
 import train
 from datasets.io import LmdbWriter
 from tests.conftest import make_reds_like, tiny_options, write_options
-from vsr_accel.errors import ConfigError
+from vsr_accel.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

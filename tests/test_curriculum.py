@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vsr_accel.curriculum import (Schedule, Stage, build_schedule, default_frame_counts, default_lr_crops,
+from vsr_accel.schedule.curriculum import (Schedule, Stage, build_schedule, default_frame_counts, default_lr_crops,
                                   spread)
-from vsr_accel.errors import ConfigError
+from vsr_accel.core.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -187,9 +187,9 @@ def test_bad_input_is_a_one_line_config_error_naming_the_key(kwargs, fragments):
 def test_core_modules_import_without_torch():
     # --plan and option validation run without the torch stack; block torch and import.
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import vsr_accel.curriculum, vsr_accel.lr, vsr_accel.plan\n"
-            "s = vsr_accel.curriculum.build_schedule('multigrid', 60, 64, 15, 4)\n"
-            "print(vsr_accel.plan.format_plan(vsr_accel.plan.plan_dict(s, vsr_accel.lr.LRSchedule(s, 2e-4, 16),"
+            "import vsr_accel.schedule.curriculum, vsr_accel.schedule.lr, vsr_accel.schedule.plan\n"
+            "s = vsr_accel.schedule.curriculum.build_schedule('multigrid', 60, 64, 15, 4)\n"
+            "print(vsr_accel.schedule.plan.format_plan(vsr_accel.schedule.plan.plan_dict(s, vsr_accel.schedule.lr.LRSchedule(s, 2e-4, 16),"
             " scale=4, world_size=1, grad_accum=1)).splitlines()[-1])\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

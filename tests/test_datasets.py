@@ -27,7 +27,7 @@ from datasets.io import bgr_uint8_to_rgb_float, decode_image
 from datasets.matlab_resize import imresize
 from datasets.transforms import augment
 from tests import basicsr_ref
-from vsr_accel.errors import ConfigError, DataError
+from vsr_accel.core.errors import ConfigError, DataError
 
 SCALE = 4
 LR_HW = (10, 12)
@@ -387,7 +387,7 @@ def test_unknown_type_and_option_name_the_closest(reds):
 def test_shipped_option_files_use_valid_dataset_arguments():
     import yaml
 
-    from vsr_accel.options import LOADER_KEYS
+    from vsr_accel.core.options import LOADER_KEYS
 
     files = sorted((REPO / "options").glob("*.yml"))
     for path in files:

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from vsr_accel.errors import DataError, one_line, report_user_errors
+from vsr_accel.core.errors import DataError, one_line, report_user_errors
 
 
 def test_one_line_unfolds_a_dataloader_worker_error():
     # What torch's ExceptionWrapper.reraise builds for an error raised in a worker.
     folded = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
                        '  File "x.py", line 1, in f\n'
-                       "vsr_accel.errors.DataError: data/a/00000001.png: cannot decode image")
+                       "vsr_accel.core.errors.DataError: data/a/00000001.png: cannot decode image")
     assert one_line(folded) == "data/a/00000001.png: cannot decode image"
     assert one_line(DataError("data/b: folder not found")) == "data/b: folder not found"
 

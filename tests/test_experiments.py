@@ -16,7 +16,7 @@ import experiments.launch as launch
 import experiments.run as runner
 from experiments import plots, records, summary, tables
 from tests.conftest import make_reds_like, tiny_options, write_options
-from vsr_accel.errors import ConfigError
+from vsr_accel.core.errors import ConfigError
 
 
 def expand(ref: str, scale: str, tmp_path: Path, **settings) -> dict[str, dict[str, runner.ResolvedVariant]]:

@@ -20,12 +20,12 @@ import infer
 import models
 from datasets.video_io import FrameFolder, open_source
 from models import build_network
-from vsr_accel import inference
-from vsr_accel.chunking import (Chunk, SlidingWindow, max_window, plan_chunks, rank_share, tile_spans, window_context,
+from vsr_accel.infer import inference
+from vsr_accel.infer.chunking import (Chunk, SlidingWindow, max_window, plan_chunks, rank_share, tile_spans, window_context,
                                 window_indices)
-from vsr_accel.errors import CheckpointError
-from vsr_accel.fsio import atomic_write_bytes, stale_temps
-from vsr_accel.inference import (ModelSource, Upscaler, apply_tiled, compare_frames, frames_to_tensor, load_model,
+from vsr_accel.core.errors import CheckpointError
+from vsr_accel.core.fsio import atomic_write_bytes, stale_temps
+from vsr_accel.infer.inference import (ModelSource, Upscaler, apply_tiled, compare_frames, frames_to_tensor, load_model,
                                  parse_network_args, quantize, read_inference_weights, run_chunks)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -472,7 +472,7 @@ def test_edvr_chunked_equals_whole_clip_sliding_window(lr_dir: Path, tmp_path: P
                        "--network", "EDVR", "--network-args",
                        '{"num_feat": 8, "deformable_groups": 1, "num_extract_block": 1, "num_reconstruct_block": 1}',
                        "--device", "cpu", "--no-progress"]) == 0
-    from vsr_accel.evaluation import restore_clip
+    from vsr_accel.eval.evaluation import restore_clip
     lq = frames_to_tensor(list(open_source(lr9).frames()))
     whole = quantize(restore_clip(net.eval(), lq, torch.device("cpu"), window=5, padding="reflection_circle"))
     for i in range(9):

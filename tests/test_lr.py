@@ -1,4 +1,4 @@
-"""LR schedules: Eq. 1 (as read in vsr_accel/lr/multigrid_cosine.py), warmup, linear scaling."""
+"""LR schedules: Eq. 1 (as read in vsr_accel/schedule/lr/multigrid_cosine.py), warmup, linear scaling."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from vsr_accel.curriculum import build_schedule
-from vsr_accel.errors import ConfigError
-from vsr_accel.lr import LRSchedule, multigrid_cosine_lr, scaled_lr, stage_cosine_lr, warmup_factor
+from vsr_accel.schedule.curriculum import build_schedule
+from vsr_accel.core.errors import ConfigError
+from vsr_accel.schedule.lr import LRSchedule, multigrid_cosine_lr, scaled_lr, stage_cosine_lr, warmup_factor
 
 SIX_TENS = [10] * 6  # a 60-iteration run of six equal stages
 

@@ -7,9 +7,9 @@ import types
 import pytest
 import torch
 
-from vsr_accel import meter as meter_module
-from vsr_accel.meter import TrainMeter
-from vsr_accel.run_state import Clocks
+from vsr_accel.train import meter as meter_module
+from vsr_accel.train.meter import TrainMeter
+from vsr_accel.train.run_state import Clocks
 
 
 class FakeClock:

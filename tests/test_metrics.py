@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.basicsr_ref import load
-from vsr_accel.metrics import (
+from vsr_accel.eval.metrics import (
     calculate_psnr,
     calculate_ssim,
     psnr_torch,

@@ -19,8 +19,8 @@ from models.edvr import EDVR
 from models.spynet import SpyNet, pyramid_levels
 from tests.basicsr_ref import load
 from tests.model_helpers import key_shapes, perturb
-from vsr_accel.checkpoint import load_weights_strict, read_weights
-from vsr_accel.errors import CheckpointError, ConfigError
+from vsr_accel.core.checkpoint import load_weights_strict, read_weights
+from vsr_accel.core.errors import CheckpointError, ConfigError
 
 # BasicSR's own modules warn about distutils and meshgrid on current torch; not our concern here.
 pytestmark = [pytest.mark.filterwarnings("ignore:distutils Version classes:DeprecationWarning",

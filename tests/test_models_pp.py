@@ -23,12 +23,12 @@ from models import build_network, is_recurrent, network_arguments, required_mult
 from models.basicvsrpp import BasicVSRPlusPlus
 from models.convert import convert_mmagic_basicvsrpp, is_mmagic_state, to_basicsr_keys
 from models.edvr import EDVR
-from vsr_accel.step import flow_parameter_names
+from vsr_accel.train.step import flow_parameter_names
 from models.iconvsr import IconVSR, keyframe_indices, reflect_index, temporal_padding_order
 from tests.basicsr_ref import load
 from tests.model_helpers import key_shapes, perturb
-from vsr_accel.checkpoint import load_weights_strict, read_weights
-from vsr_accel.errors import CheckpointError, ConfigError
+from vsr_accel.core.checkpoint import load_weights_strict, read_weights
+from vsr_accel.core.errors import CheckpointError, ConfigError
 
 # BasicSR's modules warn about distutils, meshgrid and missing CUDA; our constructors about
 # missing pretrained SpyNet / EDVR weights (on purpose in these tests).
@@ -389,7 +389,7 @@ def test_temporal_padding_equals_basicsr_and_folds_short_clips_into_range():
 
 
 def test_flow_part_names_fit_train_py_and_basicsr():
-    """The trainer's fix_flow (vsr_accel.step.flow_parameter_names) freezes exactly what BasicSR's
+    """The trainer's fix_flow (vsr_accel.train.step.flow_parameter_names) freezes exactly what BasicSR's
     VideoRecurrentModel freezes: names containing 'spynet' or 'edvr'."""
     net = IconVSR(**TINY_ICON)
     ours = {n for n, _ in net.named_parameters() if n.startswith(("spynet.", "edvr."))}
@@ -569,8 +569,8 @@ def test_mmagic_checkpoint_loads_where_models_are_loaded(tmp_path):
 
     from tests.conftest import make_reds_like, tiny_options, write_options
     import train
-    from vsr_accel.speed import resolve_speed
-    from vsr_accel.options import load_options
+    from vsr_accel.train.speed import resolve_speed
+    from vsr_accel.core.options import load_options
 
     data = make_reds_like(tmp_path / "reds", {"000": 6})
     options = tiny_options(data, tmp_path / "exp")

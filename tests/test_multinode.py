@@ -32,8 +32,8 @@ import models
 from tests.conftest import write_options
 from tests.test_reliability import (REPO, assert_bit_identical, cheap, finish, kill_tree, run_options, start,
                                     weights)
-from vsr_accel import recipe
-from vsr_accel.options import load_options
+from vsr_accel.train import builders
+from vsr_accel.core.options import load_options
 
 pytestmark = pytest.mark.slow  # each test launches two or three torchrun jobs: a minute or more on 2 cores
 
@@ -177,8 +177,8 @@ def test_elastic_nodes_continue_on_one_node_when_the_other_is_killed(tiny_reds, 
 
     # the LR follows the processes: two-node LRs before the kill, one-node LRs after (linear scaling)
     opt_obj = load_options(opt)
-    schedule = recipe.build_curriculum(opt_obj, crop_multiple=models.required_multiple(opt_obj.network_g))
-    lr = {world: recipe.build_lr_schedule(opt_obj, schedule, world) for world in (1, 2)}
+    schedule = builders.build_curriculum(opt_obj, crop_multiple=models.required_multiple(opt_obj.network_g))
+    lr = {world: builders.build_lr_schedule(opt_obj, schedule, world) for world in (1, 2)}
     iterations = logged_iterations(log)
     assert sorted(iterations) == list(range(1, total + 1))
     assert iterations[at][1] == f"{lr[2].lr_at(at - 1):.3e}"   # logged before the kill, 2 processes

@@ -18,8 +18,8 @@ from benchmarks._common import (OPTIMISED, Report, StepOptions, clip_batch, cpu_
                                 interleaved, training_flops)
 from benchmarks.bench_multigrid import reds_schedule, shapes_of, speedup
 from models.basicvsr import BasicVSR
-from vsr_accel.curriculum import build_schedule
-from vsr_accel.prefetch import DevicePrefetcher, move_to_device
+from vsr_accel.schedule.curriculum import build_schedule
+from vsr_accel.train.prefetch import DevicePrefetcher, move_to_device
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -8,9 +8,9 @@ import pytest
 
 from pathlib import Path
 
-from vsr_accel.curriculum import build_schedule
-from vsr_accel.lr import LRSchedule
-from vsr_accel.plan import format_plan, plan_dict
+from vsr_accel.schedule.curriculum import build_schedule
+from vsr_accel.schedule.lr import LRSchedule
+from vsr_accel.schedule.plan import format_plan, plan_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,10 +88,10 @@ def test_plan_of_a_custom_stage_list_from_the_options_file(tmp_path, capsys):
 def test_every_shipped_options_file_loads_and_plans(path):
     """Each recipe passes every option rule and prints a plan (what `train.py --plan` shows)."""
     import models
-    from vsr_accel import recipe
-    from vsr_accel.options import load_options
+    from vsr_accel.train import builders
+    from vsr_accel.core.options import load_options
 
     opt = load_options(path)
     models.check_model_type(opt.model_type, opt.network_g)
-    plan = recipe.plan(opt, world_size=8, crop_multiple=models.required_multiple(opt.network_g))
+    plan = builders.plan(opt, world_size=8, crop_multiple=models.required_multiple(opt.network_g))
     assert plan["total_iter"] == sum(stage["iters"] for stage in plan["stages"]) > 0

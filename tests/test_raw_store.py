@@ -25,10 +25,10 @@ from datasets.raw_store import META_NAME, RawFrames, clip_data_path
 from datasets.transforms import SMALL_PLANE, augment, augment_planar, crop, draw_augmentation, random_crop_origin
 from datasets.window import item_rng
 from tests.test_datasets import assert_aligned, frame_indices, make_reds, make_vimeo, to_lmdb
-from vsr_accel.curriculum import build_schedule
-from vsr_accel.errors import DataError
-from vsr_accel.prefetch import DevicePrefetcher, _unit_table, uint8_to_unit_float
-from vsr_accel.sampler import MultigridBatchSampler
+from vsr_accel.schedule.curriculum import build_schedule
+from vsr_accel.core.errors import DataError
+from vsr_accel.train.prefetch import DevicePrefetcher, _unit_table, uint8_to_unit_float
+from vsr_accel.schedule.sampler import MultigridBatchSampler
 
 
 

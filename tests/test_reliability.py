@@ -1,7 +1,7 @@
 """Crash safety: atomic checkpoints, exact resume after SIGKILL at chosen points, elastic torchrun
 restart, graceful stop on SIGTERM/SIGINT, NaN/Inf detection, full disk, data-worker independence.
 
-Subprocess runs use the test hook `VSR_TEST_KILL_AT` (see `vsr_accel.checkpoint.fault_injection_point`)
+Subprocess runs use the test hook `VSR_TEST_KILL_AT` (see `vsr_accel.core.checkpoint.fault_injection_point`)
 to die at exact places: after an optimizer step, or inside a save between writing the temp file
 and renaming it. Runs that are compared bitwise all use one thread (OMP_NUM_THREADS=1 in
 subprocesses, `one_thread` in-process): CPU kernels may sum in another order with more threads.
@@ -24,11 +24,11 @@ import torch
 
 import train
 from tests.conftest import tiny_options, write_options
-from vsr_accel import checkpoint as ckpt
-from vsr_accel.distributed import DistContext
-from vsr_accel.errors import CheckpointError, VSRError
-from vsr_accel.guards import NonFiniteWatch, StopFlag
-from vsr_accel.rng import loader_generator, rng_state, set_rng_state
+from vsr_accel.core import checkpoint as ckpt
+from vsr_accel.core.distributed import DistContext
+from vsr_accel.core.errors import CheckpointError, VSRError
+from vsr_accel.train.guards import NonFiniteWatch, StopFlag
+from vsr_accel.core.rng import loader_generator, rng_state, set_rng_state
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
@@ -401,7 +401,7 @@ def test_saved_files_follow_the_umask_not_0600(tmp_path):
 
 def test_kill_during_save_leaves_only_an_ignored_temp_file(tmp_path):
     """A real SIGKILL between writing the temp file and renaming it."""
-    code = ("import torch, sys; from vsr_accel.checkpoint import atomic_save; "
+    code = ("import torch, sys; from vsr_accel.core.checkpoint import atomic_save; "
             "atomic_save({'iter': 7, 'x': torch.zeros(10)}, sys.argv[1])")
     ckpt.atomic_save(sample_state(3), tmp_path / "3.state")  # an older state that must survive
     proc = finish(start([sys.executable, "-c", code, str(tmp_path / "7.state")], env=with_kill("save:7.state")), 60)

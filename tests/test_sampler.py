@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from vsr_accel.curriculum import build_schedule
-from vsr_accel.errors import CheckpointError, ConfigError, DataError
-from vsr_accel.sampler import MultigridBatchSampler, SampleKey, StreamCursor, epoch_permutation, item_seed
+from vsr_accel.schedule.curriculum import build_schedule
+from vsr_accel.core.errors import CheckpointError, ConfigError, DataError
+from vsr_accel.schedule.sampler import MultigridBatchSampler, SampleKey, StreamCursor, epoch_permutation, item_seed
 
 
 def six_stage(total_iter=12, batch=2, **kwargs):

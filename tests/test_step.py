@@ -5,7 +5,7 @@ import warnings
 
 import torch
 
-from vsr_accel.step import FreezePlan, build_optimizer, set_frozen, set_lr
+from vsr_accel.train.step import FreezePlan, build_optimizer, set_frozen, set_lr
 
 
 def tiny_edvr() -> torch.nn.Module:

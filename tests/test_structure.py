@@ -79,9 +79,9 @@ def test_benchmarks_time_the_step_train_py_runs(tiny_reds, tmp_path):
     import train
     from benchmarks._common import ADAM_LR, FLOW_LR_MUL, StepOptions, make_step
     from tests.conftest import tiny_options, write_options
-    from vsr_accel.options import load_options
-    from vsr_accel.speed import resolve_speed
-    from vsr_accel.step import TrainStep, set_lr
+    from vsr_accel.core.options import load_options
+    from vsr_accel.train.speed import resolve_speed
+    from vsr_accel.train.step import TrainStep, set_lr
 
     data = tiny_options(tiny_reds, tmp_path, flow_lr_mul=FLOW_LR_MUL)
     data["train"]["optim_g"].update(lr=ADAM_LR, betas=[0.9, 0.99], fused=True)
@@ -110,8 +110,8 @@ def test_benchmarks_time_the_step_train_py_runs(tiny_reds, tmp_path):
 @pytest.mark.parametrize("accum", [1, 3])
 def test_step_accumulation_adds_micro_batch_gradients(accum):
     """grad_accum micro-steps of one sample each give the gradient of the mean over them."""
-    from vsr_accel.losses import CharbonnierLoss
-    from vsr_accel.step import TrainStep, build_optimizer
+    from vsr_accel.train.losses import CharbonnierLoss
+    from vsr_accel.train.step import TrainStep, build_optimizer
 
     generator = torch.Generator().manual_seed(2)
     lq = torch.rand(accum, 2, 3, 8, 8, generator=generator)

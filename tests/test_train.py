@@ -15,8 +15,8 @@ import models
 import train
 from tests.conftest import tiny_options, write_options
 from tests.test_reliability import kill_tree
-from vsr_accel.options import TrainOptions
-from vsr_accel.speed import SpeedSettings, resolve_speed
+from vsr_accel.core.options import TrainOptions
+from vsr_accel.train.speed import SpeedSettings, resolve_speed
 
 DEFAULT_TRAIN = TrainOptions(total_iter=1)  # every speed switch at its default
 
@@ -243,7 +243,7 @@ def test_torchrun_two_processes_cross_stage_boundaries(tiny_reds, tmp_path):
 def test_fix_flow_freezes_spynet_exactly_as_long_as_basicsr(tiny_reds, tmp_path):
     """BasicSR's VideoRecurrentModel: frozen at 1-based iteration 1, trainable from iteration
     `fix_flow` on. With fix_flow 2, SpyNet must already change in iteration 2."""
-    from vsr_accel.step import flow_frozen_at
+    from vsr_accel.train.step import flow_frozen_at
 
     basicsr_frozen = []  # BasicSR's optimize_parameters(current_iter), replayed
     frozen = False
@@ -291,8 +291,8 @@ def test_resume_with_another_global_batch_is_refused_with_the_grad_accum_that_ke
 
 
 def test_geometry_change_names_processes_and_accumulation():
-    from vsr_accel.distributed import DistContext
-    from vsr_accel.run_state import RunDirs, RunRecord, RunState
+    from vsr_accel.core.distributed import DistContext
+    from vsr_accel.train.run_state import RunDirs, RunRecord, RunState
 
     ctx = DistContext(rank=0, world_size=4, local_rank=0, device=torch.device("cpu"))
     state = RunState(RunDirs(Path("/nonexistent")), RunRecord("h", "{}", "[]", grad_accum=1), ctx, keep_last=1)

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import torch
 
-from vsr_accel.ema import EMA
-from vsr_accel.speed import channels_last_clip
+from vsr_accel.train.ema import EMA
+from vsr_accel.train.speed import channels_last_clip
 
 from dataclasses import dataclass
 

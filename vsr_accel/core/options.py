@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from vsr_accel.config import apply_overrides, from_dict, read_yaml, unknown_key_message
-from vsr_accel.errors import ConfigError
-from vsr_accel.lr.schedule import check_lr_options
+from vsr_accel.core.config import apply_overrides, from_dict, read_yaml, unknown_key_message
+from vsr_accel.core.errors import ConfigError
+from vsr_accel.schedule.lr.schedule import check_lr_options
 
 LOADER_KEYS = ("name", "type", "num_worker_per_gpu", "batch_size_per_gpu", "gt_size", "num_frame",
                "use_shuffle", "dataset_enlarge_ratio", "prefetch_mode", "pin_memory", "persistent_workers")
@@ -28,7 +28,7 @@ reported as changes when a resume compares options."""
 
 GEOMETRY_KEYS = ("train.grad_accum",)
 """Left out of the hash too: with the number of processes it makes the global batch, which a
-resume compares as a whole (`vsr_accel.run_state`), so 8 GPUs x 1 may continue as 4 x 2."""
+resume compares as a whole (`vsr_accel.train.run_state`), so 8 GPUs x 1 may continue as 4 x 2."""
 
 MONITORING_KEYS = ("train.health",)
 """Left out of the hash as well: what the trainer watches and reports changes no result (a run
@@ -54,7 +54,7 @@ class OptimizerOptions:
 class SchedulerOptions:
     """`MultigridCosineLR` (restarts at every curriculum stage, the paper's Eq. 1) or BasicSR's
     `CosineAnnealingRestartLR` (`periods`, `restart_weights`; default one period over the run).
-    See `vsr_accel.lr.schedule`."""
+    See `vsr_accel.schedule.lr.schedule`."""
     type: str = "MultigridCosineLR"
     eta_min: float = 1e-7
     periods: tuple[int, ...] | None = None
@@ -81,7 +81,7 @@ class StageOptions:
 
 @dataclass(frozen=True)
 class CurriculumOptions:
-    """See `vsr_accel.curriculum.build_schedule`. Empty lists mean the paper's defaults; `stages`
+    """See `vsr_accel.schedule.curriculum.build_schedule`. Empty lists mean the paper's defaults; `stages`
     is the explicit list of type `custom`."""
     type: str = "none"
     lr_crops: tuple[int, ...] | None = None
@@ -95,7 +95,7 @@ class CurriculumOptions:
 @dataclass(frozen=True)
 class HealthOptions:
     """`train.health`: the flow and propagation guard of recurrent models with a flow network
-    (vsr_accel.health). At every log window the trainer measures the mean and max |flow| on the
+    (vsr_accel.train.health). At every log window the trainer measures the mean and max |flow| on the
     batch; a mean beyond the LR crop for `flow_patience` windows in a row is reported as `flow
     diverged`. At every validation it restores the first `probe_frames` frames of the first
     validation clip whole and frame by frame; a largest difference below `min_propagation` is
@@ -135,7 +135,7 @@ class TrainOptions:
 
 
 METRIC_TYPES = {"calculate_psnr": "psnr", "calculate_ssim": "ssim"}
-"""BasicSR's metric `type`s -> the score `vsr_accel.evaluation` computes."""
+"""BasicSR's metric `type`s -> the score `vsr_accel.eval.evaluation` computes."""
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from vsr_accel.errors import ConfigError
+from vsr_accel.core.errors import ConfigError
 
 KINDS = ("multigrid", "synchronous", "spatial", "temporal", "none", "custom")
 

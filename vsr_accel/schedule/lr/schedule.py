@@ -15,7 +15,7 @@ Both scale each stage's peak by that stage's global batch / `base_batch` (the li
 rule). A param group with a multiplier (BasicSR's `flow_lr_mul` for SpyNet) gets
 ``lr_at(t, lr_mul)``: the multiplier scales the peak, and `eta_min` stays absolute, as in
 BasicSR, where every group anneals from its own initial LR to the same `eta_min`.
-Every rule about these options lives in `check_lr_options`, which `vsr_accel.options` applies
+Every rule about these options lives in `check_lr_options`, which `vsr_accel.core.options` applies
 when a file is loaded and `LRSchedule` applies to its own arguments.
 """
 from __future__ import annotations
@@ -23,12 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from vsr_accel.curriculum import Schedule, Stage
-from vsr_accel.errors import ConfigError
-from vsr_accel.lr.cosine_restart import cosine_restart_factor, restart_iterations
-from vsr_accel.lr.multigrid_cosine import stage_cosine_lr
-from vsr_accel.lr.scaling import global_batch, scaled_lr
-from vsr_accel.lr.warmup import WARMUP_MODES, warmup_factor
+from vsr_accel.schedule.curriculum import Schedule, Stage
+from vsr_accel.core.errors import ConfigError
+from vsr_accel.schedule.lr.cosine_restart import cosine_restart_factor, restart_iterations
+from vsr_accel.schedule.lr.multigrid_cosine import stage_cosine_lr
+from vsr_accel.schedule.lr.scaling import global_batch, scaled_lr
+from vsr_accel.schedule.lr.warmup import WARMUP_MODES, warmup_factor
 
 SCHEDULERS = ("MultigridCosineLR", "CosineAnnealingRestartLR")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vsr_accel.curriculum import Schedule
-from vsr_accel.lr import LRSchedule
-from vsr_accel.lr.scaling import global_batch
+from vsr_accel.schedule.curriculum import Schedule
+from vsr_accel.schedule.lr import LRSchedule
+from vsr_accel.schedule.lr.scaling import global_batch
 
 
 def plan_dict(schedule: Schedule, lr_schedule: LRSchedule, *, scale: int, world_size: int,

@@ -3,7 +3,7 @@
 Model-agnostic: a recurrent model sees the whole clip at once (`window=None`); a sliding-window
 model (EDVR) sees `window` frames around each output frame, padded at the clip ends like
 BasicSR's `generate_frame_indices` ('reflection_circle' is BasicSR's REDS4 test default).
-Reported numbers are computed on 8-bit frames with BasicSR's definitions (vsr_accel.metrics).
+Reported numbers are computed on 8-bit frames with BasicSR's definitions (vsr_accel.eval.metrics).
 
 A test set's *protocol* (`Protocol`: RGB or Y, crop border, centre frame or all, flipped clip or
 not) is what makes a number comparable with a paper's; `format_benchmark_table` prints the
@@ -17,16 +17,16 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from vsr_accel import metrics
-from vsr_accel.chunking import Chunk
-from vsr_accel.inference import restore_frames
+from vsr_accel.eval import metrics
+from vsr_accel.infer.chunking import Chunk
+from vsr_accel.infer.inference import restore_frames
 
 
 @torch.no_grad()
 def restore_clip(model: torch.nn.Module, lq: torch.Tensor, device: torch.device,
                  window: int | None = None, padding: str = "reflection_circle") -> torch.Tensor:
     """(T,3,h,w) in [0,1] -> (T,3,sh,sw) on the CPU, clamped to [0,1]. The clip is one chunk of
-    `vsr_accel.inference.restore_frames`, the window restore infer.py writes its frames with."""
+    `vsr_accel.infer.inference.restore_frames`, the window restore infer.py writes its frames with."""
 
     was_training = model.training
     model.eval()

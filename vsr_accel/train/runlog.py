@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from vsr_accel.errors import ConfigError
+from vsr_accel.core.errors import ConfigError
 
 
 def wandb_mode() -> str:

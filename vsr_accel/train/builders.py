@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from vsr_accel.curriculum import Schedule, Stage, build_schedule
-from vsr_accel.lr import LRSchedule
-from vsr_accel.options import Options
-from vsr_accel.plan import plan_dict
+from vsr_accel.schedule.curriculum import Schedule, Stage, build_schedule
+from vsr_accel.schedule.lr import LRSchedule
+from vsr_accel.core.options import Options
+from vsr_accel.schedule.plan import plan_dict
 
 
 def build_curriculum(opt: Options, *, crop_multiple: int, max_frames: int | None = None,

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Union
 
 import yaml
 
-from vsr_accel.errors import ConfigError
+from vsr_accel.core.errors import ConfigError
 
 
 def closest(name: str, candidates: typing.Iterable[str]) -> str | None:

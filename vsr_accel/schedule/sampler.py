@@ -37,8 +37,8 @@ from typing import Any, Iterator, Mapping, NamedTuple
 import torch
 from torch.utils.data import Sampler
 
-from vsr_accel.curriculum import Schedule
-from vsr_accel.errors import CheckpointError, ConfigError, DataError
+from vsr_accel.schedule.curriculum import Schedule
+from vsr_accel.core.errors import CheckpointError, ConfigError, DataError
 
 _MASK64 = (1 << 64) - 1
 _STATE_KEYS = ("next_iter", "consumed", "epoch", "offset", "seed", "dataset_len", "drop_last")

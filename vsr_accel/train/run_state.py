@@ -20,15 +20,15 @@ from typing import Any
 import torch
 import yaml
 
-from vsr_accel import checkpoint as ckpt
-from vsr_accel.curriculum import Schedule
-from vsr_accel.distributed import DistContext, barrier, broadcast_object
-from vsr_accel.ema import EMA
-from vsr_accel.errors import CheckpointError, ConfigError
-from vsr_accel.fsio import atomic_write_text
-from vsr_accel.options import GEOMETRY_KEYS, MONITORING_KEYS, RUN_ONLY_SECTIONS
-from vsr_accel.rng import rng_state, set_rng_state
-from vsr_accel.sampler import MultigridBatchSampler
+from vsr_accel.core import checkpoint as ckpt
+from vsr_accel.schedule.curriculum import Schedule
+from vsr_accel.core.distributed import DistContext, barrier, broadcast_object
+from vsr_accel.train.ema import EMA
+from vsr_accel.core.errors import CheckpointError, ConfigError
+from vsr_accel.core.fsio import atomic_write_text
+from vsr_accel.core.options import GEOMETRY_KEYS, MONITORING_KEYS, RUN_ONLY_SECTIONS
+from vsr_accel.core.rng import rng_state, set_rng_state
+from vsr_accel.schedule.sampler import MultigridBatchSampler
 
 
 def warn(message: str) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vsr_accel.errors import ConfigError
+from vsr_accel.core.errors import ConfigError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -1,5 +1,5 @@
 """Planning for long-video inference: temporal chunks with context, rank shares, sliding
-windows and spatial tiles. `vsr_accel.inference` carries the plans out.
+windows and spatial tiles. `vsr_accel.infer.inference` carries the plans out.
 
 Recurrent VSR models (BasicVSR) propagate features through the whole clip in both directions,
 so feeding a long video at once makes memory grow with its length. We cut the video into

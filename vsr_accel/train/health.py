@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import torch
 
-from vsr_accel.distributed import DistContext, all_reduce_max_, all_reduce_mean_, broadcast_object
-from vsr_accel.errors import VSRError
+from vsr_accel.core.distributed import DistContext, all_reduce_max_, all_reduce_mean_, broadcast_object
+from vsr_accel.core.errors import VSRError
 
 FLOW_DIVERGED = "flow diverged"
 PROPAGATION_DEAD = "propagation dead"

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from vsr_accel.run_state import Clocks
+from vsr_accel.train.run_state import Clocks
 
 
 def synchronize(device: torch.device) -> None:

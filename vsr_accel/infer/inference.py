@@ -1,9 +1,9 @@
 """Long-video inference, carried out: the model, chunk restore with context, tiling, the window
 restore, streaming, resumable frame output, and the chunked-vs-whole comparison.
 
-`vsr_accel.chunking` plans (which frames each chunk reads and writes, who writes which chunk);
+`vsr_accel.infer.chunking` plans (which frames each chunk reads and writes, who writes which chunk);
 this module executes the plan. `infer.py` is only its command line, and validation
-(`vsr_accel.evaluation.restore_clip`) runs the same window restore on a whole clip, so what
+(`vsr_accel.eval.evaluation.restore_clip`) runs the same window restore on a whole clip, so what
 training validates is what inference writes.
 
 Torch-only, like all of `vsr_accel/`: frames come from a `FrameStream` and go to a `FrameSink`
@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from vsr_accel.checkpoint import PARAM_KEYS, load_weights_strict, read_training_state, read_weights
-from vsr_accel.chunking import EDVR_TEST_PADDING, Chunk, SlidingWindow, tile_spans, window_context, window_positions
-from vsr_accel.config import read_yaml
-from vsr_accel.errors import CheckpointError, ConfigError, DataError
-from vsr_accel.metrics import calculate_psnr, quantize_like_tensor2img
-from vsr_accel.prefetch import uint8_to_unit_float
+from vsr_accel.core.checkpoint import PARAM_KEYS, load_weights_strict, read_training_state, read_weights
+from vsr_accel.infer.chunking import EDVR_TEST_PADDING, Chunk, SlidingWindow, tile_spans, window_context, window_positions
+from vsr_accel.core.config import read_yaml
+from vsr_accel.core.errors import CheckpointError, ConfigError, DataError
+from vsr_accel.eval.metrics import calculate_psnr, quantize_like_tensor2img
+from vsr_accel.train.prefetch import uint8_to_unit_float
 
 # Defaults chosen by measurement (benchmarks/bench_infer_memory.py --fidelity, 128 real frames):
 # with a tiny BasicVSR fitted to other frames of the footage, PSNR vs GT of chunked and whole-clip

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from vsr_accel import checkpoint as ckpt
-from vsr_accel.distributed import DistContext
-from vsr_accel.errors import VSRError, report_user_errors
+from vsr_accel.core import checkpoint as ckpt
+from vsr_accel.core.distributed import DistContext
+from vsr_accel.core.errors import VSRError, report_user_errors
 
 
 class StopFlag:

@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import torch
 
-from vsr_accel.errors import CheckpointError
-from vsr_accel.fsio import TEMP_NAME, atomic_writer, remove_stale_temps  # noqa: F401  (re-exported)
+from vsr_accel.core.errors import CheckpointError
+from vsr_accel.core.fsio import TEMP_NAME, atomic_writer, remove_stale_temps  # noqa: F401  (re-exported)
 
 PARAM_KEYS = ("params_ema", "params", "state_dict")
 """Where a weights file keeps its state_dict, in order of preference: BasicSR's EMA and plain
@@ -90,7 +90,7 @@ DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save through `vsr_accel.fsio.atomic_writer` (temp file, fsync, rename, folder fsync,
+    """torch.save through `vsr_accel.core.fsio.atomic_writer` (temp file, fsync, rename, folder fsync,
     the umask's mode).
 
     A crash (kill -9, full disk) during the write leaves the previous file untouched and at most
