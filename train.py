@@ -31,18 +31,20 @@ from vsr_accel.train import builders
 from vsr_accel.core.checkpoint import fault_injection_point, load_weights_strict, read_weights
 from vsr_accel.core.distributed import DistContext, all_reduce_mean_, barrier, init_distributed, shutdown, wrap_ddp
 from vsr_accel.train.ema import EMA
-from vsr_accel.eval.evaluation import evaluate, restore_clip
+from vsr_accel.eval.evaluation import evaluate
+from vsr_accel.infer.restore import restore_clip
 from vsr_accel.train.guards import (NonFiniteWatch, StopFlag, ignore_stop_signals, oom_names_stage, run_guarded,
                               workers_stopped)
-from vsr_accel.train.health import FlowStats, HealthGuard
+from vsr_accel.eval.probes import FlowStats
+from vsr_accel.train.health import HealthGuard
 from vsr_accel.train.losses import build_pixel_loss
-from vsr_accel.train.meter import TrainMeter
+from vsr_accel.train.meter import Clocks, TrainMeter
 from vsr_accel.core.errors import ConfigError
-from vsr_accel.core.options import METRIC_TYPES, Options, load_options
+from vsr_accel.train.options import METRIC_TYPES, Options, load_options
 from vsr_accel.schedule.plan import format_plan
 from vsr_accel.train.prefetch import DevicePrefetcher
 from vsr_accel.core.rng import loader_generator, seed_everything
-from vsr_accel.train.run_state import Clocks, RunDirs, RunRecord, RunState, TrainState
+from vsr_accel.train.run_state import RunDirs, RunRecord, RunState, TrainState
 from vsr_accel.train.runlog import RunLogger, require_wandb, wandb_run
 from vsr_accel.schedule.sampler import MultigridBatchSampler
 from vsr_accel.train.speed import SpeedSettings, apply_layout, enable_activation_checkpointing, maybe_compile, resolve_speed

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vsr_accel.core.errors import ConfigError, DataError
-from vsr_accel.eval.evaluation import Protocol
+from vsr_accel.eval.protocols import Protocol
 
 RGB_ALL_FRAMES = Protocol(test_y_channel=False, crop_border=0)
 Y_ALL_FRAMES = Protocol(test_y_channel=True, crop_border=0)

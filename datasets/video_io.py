@@ -18,7 +18,7 @@ import torch
 
 from vsr_accel.core.errors import DataError
 from vsr_accel.core.fsio import atomic_write_bytes, fsync_dir, remove_stale_temps
-from vsr_accel.eval.metrics import quantize_like_tensor2img
+from vsr_accel.core.pixels import quantize_like_tensor2img
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FRAME_NAME = "{:08d}.png"

@@ -25,7 +25,7 @@ import datasets
 import models
 from experiments.resolve import ResolvedVariant
 from vsr_accel.core.errors import VSRError
-from vsr_accel.eval.evaluation import restore_clip
+from vsr_accel.infer.restore import restore_clip
 from vsr_accel.train.losses import build_pixel_loss
 from vsr_accel.train.speed import apply_layout, resolve_speed
 from vsr_accel.train.step import TrainStep, build_optimizer

@@ -24,7 +24,7 @@ from vsr_accel.core.config import apply_overrides, read_yaml
 from vsr_accel.schedule.curriculum import Schedule
 from vsr_accel.core.errors import ConfigError
 from vsr_accel.schedule.lr import LRSchedule
-from vsr_accel.core.options import Options, load_options
+from vsr_accel.train.options import Options, load_options
 from vsr_accel.schedule.plan import plan_dict
 
 

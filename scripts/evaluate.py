@@ -36,11 +36,12 @@ from vsr_accel.core.distributed import pick_device  # noqa: E402
 from vsr_accel.core.errors import CheckpointError, ConfigError, DataError, report_user_errors  # noqa: E402
 from datasets.matlab_resize import imresize  # noqa: E402
 from datasets.test_sets import STANDARD_TEST_SETS, find_test_sets  # noqa: E402
-from vsr_accel.eval.evaluation import (Protocol, ScoreTable, evaluate, format_benchmark_table, format_table,  # noqa: E402
-                                  restore_clip)
+from vsr_accel.eval.evaluation import ScoreTable, evaluate, format_benchmark_table, format_table  # noqa: E402
+from vsr_accel.eval.protocols import Protocol  # noqa: E402
+from vsr_accel.infer.restore import restore_clip  # noqa: E402
 from vsr_accel.core.fsio import atomic_write_text  # noqa: E402
-from vsr_accel.train.health import ProbeResult, probe  # noqa: E402
-from vsr_accel.core.options import Options, load_options  # noqa: E402
+from vsr_accel.eval.probes import ProbeResult, probe  # noqa: E402
+from vsr_accel.train.options import Options, load_options  # noqa: E402
 
 
 def matlab_bicubic(lq: torch.Tensor, scale: int) -> torch.Tensor:

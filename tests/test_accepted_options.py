@@ -14,7 +14,7 @@ import pytest
 
 import train
 from tests.conftest import make_reds_like, tiny_options, write_options
-from vsr_accel.core.options import LOADER_KEYS, Options
+from vsr_accel.train.options import LOADER_KEYS, Options
 
 REPO = Path(__file__).resolve().parents[1]
 CONSUMERS = [REPO / "train.py", *(REPO / "vsr_accel").rglob("*.py"), *(REPO / "datasets").rglob("*.py"),

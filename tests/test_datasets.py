@@ -387,7 +387,7 @@ def test_unknown_type_and_option_name_the_closest(reds):
 def test_shipped_option_files_use_valid_dataset_arguments():
     import yaml
 
-    from vsr_accel.core.options import LOADER_KEYS
+    from vsr_accel.train.options import LOADER_KEYS
 
     files = sorted((REPO / "options").glob("*.yml"))
     for path in files:

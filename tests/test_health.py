@@ -1,5 +1,6 @@
-"""The flow and propagation guard (vsr_accel.train.health): the probes on tiny models, and train.py flagging
-a forced flow divergence and a dead propagation while staying silent on a healthy run."""
+"""The flow and propagation probes (vsr_accel.eval.probes) on tiny models, and the guard
+(vsr_accel.train.health): train.py flagging a forced flow divergence and a dead propagation while
+staying silent on a healthy run."""
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ import models
 import train
 from models.spynet import SpyNet
 from tests.conftest import load_script, tiny_options, write_options
-from vsr_accel.train.health import (FLOW_DIVERGED, PROPAGATION_DEAD, FlowStats, FlowWatch, flow_magnitude, probe,
-                              propagation_gap)
+from vsr_accel.eval.probes import FlowStats, flow_magnitude, probe, propagation_gap
+from vsr_accel.train.health import FLOW_DIVERGED, PROPAGATION_DEAD, FlowWatch
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -123,7 +124,7 @@ def test_a_healthy_run_is_not_flagged(tiny_reds, tmp_path, capsys):
 
 
 def test_health_options_are_checked_and_do_not_change_the_results_hash(tiny_reds, tmp_path, capsys):
-    from vsr_accel.core.options import load_options
+    from vsr_accel.train.options import load_options
     base = tiny_options(tiny_reds, tmp_path / "exp")
     a = load_options(write_options(tmp_path / "a.yml", base))
     b = load_options(write_options(tmp_path / "b.yml", {**base, "train": {**base["train"],

@@ -24,9 +24,10 @@ from vsr_accel.infer import inference
 from vsr_accel.infer.chunking import (Chunk, SlidingWindow, max_window, plan_chunks, rank_share, tile_spans, window_context,
                                 window_indices)
 from vsr_accel.core.errors import CheckpointError
+from vsr_accel.core.pixels import quantize_like_tensor2img
 from vsr_accel.core.fsio import atomic_write_bytes, stale_temps
 from vsr_accel.infer.inference import (ModelSource, Upscaler, apply_tiled, compare_frames, frames_to_tensor, load_model,
-                                 parse_network_args, quantize, read_inference_weights, run_chunks)
+                                 parse_network_args, read_inference_weights, run_chunks)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"type": "BasicVSR", "num_feat": 8, "num_block": 1}
@@ -472,9 +473,9 @@ def test_edvr_chunked_equals_whole_clip_sliding_window(lr_dir: Path, tmp_path: P
                        "--network", "EDVR", "--network-args",
                        '{"num_feat": 8, "deformable_groups": 1, "num_extract_block": 1, "num_reconstruct_block": 1}',
                        "--device", "cpu", "--no-progress"]) == 0
-    from vsr_accel.eval.evaluation import restore_clip
+    from vsr_accel.infer.restore import restore_clip
     lq = frames_to_tensor(list(open_source(lr9).frames()))
-    whole = quantize(restore_clip(net.eval(), lq, torch.device("cpu"), window=5, padding="reflection_circle"))
+    whole = quantize_like_tensor2img(restore_clip(net.eval(), lq, torch.device("cpu"), window=5, padding="reflection_circle"))
     for i in range(9):
         written = cv2.imread(str(out / f"{i:08d}.png"))[..., ::-1]
         assert np.array_equal(written, whole[i].permute(1, 2, 0).numpy()), i

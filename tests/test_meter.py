@@ -9,7 +9,7 @@ import torch
 
 from vsr_accel.train import meter as meter_module
 from vsr_accel.train.meter import TrainMeter
-from vsr_accel.train.run_state import Clocks
+from vsr_accel.train.meter import Clocks
 
 
 class FakeClock:

@@ -570,7 +570,7 @@ def test_mmagic_checkpoint_loads_where_models_are_loaded(tmp_path):
     from tests.conftest import make_reds_like, tiny_options, write_options
     import train
     from vsr_accel.train.speed import resolve_speed
-    from vsr_accel.core.options import load_options
+    from vsr_accel.train.options import load_options
 
     data = make_reds_like(tmp_path / "reds", {"000": 6})
     options = tiny_options(data, tmp_path / "exp")

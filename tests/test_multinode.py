@@ -33,7 +33,7 @@ from tests.conftest import write_options
 from tests.test_reliability import (REPO, assert_bit_identical, cheap, finish, kill_tree, run_options, start,
                                     weights)
 from vsr_accel.train import builders
-from vsr_accel.core.options import load_options
+from vsr_accel.train.options import load_options
 
 pytestmark = pytest.mark.slow  # each test launches two or three torchrun jobs: a minute or more on 2 cores
 

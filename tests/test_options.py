@@ -8,7 +8,7 @@ import yaml
 
 from vsr_accel.core.config import apply_overrides, parse_override, read_yaml
 from vsr_accel.core.errors import ConfigError
-from vsr_accel.core.options import load_options
+from vsr_accel.train.options import load_options
 
 BASE = {
     "name": "t", "scale": 4, "manual_seed": 0, "num_gpu": 1,

@@ -89,7 +89,7 @@ def test_every_shipped_options_file_loads_and_plans(path):
     """Each recipe passes every option rule and prints a plan (what `train.py --plan` shows)."""
     import models
     from vsr_accel.train import builders
-    from vsr_accel.core.options import load_options
+    from vsr_accel.train.options import load_options
 
     opt = load_options(path)
     models.check_model_type(opt.model_type, opt.network_g)

@@ -27,7 +27,8 @@ from datasets.window import item_rng
 from tests.test_datasets import assert_aligned, frame_indices, make_reds, make_vimeo, to_lmdb
 from vsr_accel.schedule.curriculum import build_schedule
 from vsr_accel.core.errors import DataError
-from vsr_accel.train.prefetch import DevicePrefetcher, _unit_table, uint8_to_unit_float
+from vsr_accel.core.pixels import _unit_table, uint8_to_unit_float
+from vsr_accel.train.prefetch import DevicePrefetcher
 from vsr_accel.schedule.sampler import MultigridBatchSampler
 
 

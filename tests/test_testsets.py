@@ -19,7 +19,8 @@ from datasets.test_sets import STANDARD_TEST_SETS, find_test_sets
 from tests.conftest import load_script, tiny_options, write_options
 from vsr_accel.eval import metrics
 from vsr_accel.core.errors import ConfigError, DataError
-from vsr_accel.eval.evaluation import Protocol, ScoreTable, evaluate, format_benchmark_table, restore_flipped, score_clip
+from vsr_accel.eval.evaluation import ScoreTable, evaluate, format_benchmark_table, restore_flipped, score_clip
+from vsr_accel.eval.protocols import Protocol
 
 
 

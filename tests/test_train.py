@@ -15,7 +15,7 @@ import models
 import train
 from tests.conftest import tiny_options, write_options
 from tests.test_reliability import kill_tree
-from vsr_accel.core.options import TrainOptions
+from vsr_accel.train.options import TrainOptions
 from vsr_accel.train.speed import SpeedSettings, resolve_speed
 
 DEFAULT_TRAIN = TrainOptions(total_iter=1)  # every speed switch at its default

@@ -1,13 +1,11 @@
-"""Restoring whole clips and scoring them, shared by validation during training and the eval script.
+"""Scoring restored clips, shared by validation during training and the eval script.
 
-Model-agnostic: a recurrent model sees the whole clip at once (`window=None`); a sliding-window
-model (EDVR) sees `window` frames around each output frame, padded at the clip ends like
-BasicSR's `generate_frame_indices` ('reflection_circle' is BasicSR's REDS4 test default).
-Reported numbers are computed on 8-bit frames with BasicSR's definitions (vsr_accel.eval.metrics).
-
-A test set's *protocol* (`Protocol`: RGB or Y, crop border, centre frame or all, flipped clip or
-not) is what makes a number comparable with a paper's; `format_benchmark_table` prints the
-published six-column table with each column's protocol under its name.
+Model-agnostic: `evaluate` takes any `restore(lq) -> sr` (a network through
+`vsr_accel.infer.restore.restore_clip`, or bicubic upsampling). Reported numbers are computed on
+8-bit frames with BasicSR's definitions (`vsr_accel.eval.metrics`), under a test set's protocol
+(`vsr_accel.eval.protocols.Protocol`: RGB or Y, crop border, centre frame or all, flipped clip or
+not), which is what makes a number comparable with a paper's; `format_benchmark_table` prints
+the published six-column table with each column's protocol under its name.
 """
 from __future__ import annotations
 
@@ -18,24 +16,7 @@ import numpy as np
 import torch
 
 from vsr_accel.eval import metrics
-from vsr_accel.infer.chunking import Chunk
-from vsr_accel.infer.inference import restore_frames
-
-
-@torch.no_grad()
-def restore_clip(model: torch.nn.Module, lq: torch.Tensor, device: torch.device,
-                 window: int | None = None, padding: str = "reflection_circle") -> torch.Tensor:
-    """(T,3,h,w) in [0,1] -> (T,3,sh,sw) on the CPU, clamped to [0,1]. The clip is one chunk of
-    `vsr_accel.infer.inference.restore_frames`, the window restore infer.py writes its frames with."""
-
-    was_training = model.training
-    model.eval()
-    try:
-        n = lq.shape[0]
-        out = restore_frames(model, lq, Chunk(0, n, 0, n), n, device, window=window, padding=padding)
-    finally:
-        model.train(was_training)
-    return out.clamp_(0, 1).cpu()
+from vsr_accel.eval.protocols import Protocol
 
 
 @dataclass
@@ -61,24 +42,6 @@ class ScoreTable:
     def as_dict(self) -> dict:
         return {"average": {"psnr": self.psnr, "ssim": self.ssim},
                 "clips": [r.__dict__ for r in self.rows]}
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """How a test set is scored, in BasicSR's option names: `val.metrics.*.test_y_channel`,
-    `val.metrics.*.crop_border`, `val.center_frame_only` and `val.flip_seq`."""
-    test_y_channel: bool = False
-    crop_border: int = 0
-    center_frame_only: bool = False
-    flip_seq: bool = False
-
-    def describe(self) -> str:
-        """E.g. 'Y, crop 0, centre frame, flip' or 'RGB, crop 0, all frames'."""
-        parts = ["Y" if self.test_y_channel else "RGB", f"crop {self.crop_border}"]
-        parts.append("centre frame" if self.center_frame_only else "all frames")
-        if self.flip_seq:
-            parts.append("flip")
-        return ", ".join(parts)
 
 
 def restore_flipped(restore: Callable[[torch.Tensor], torch.Tensor], lq: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,8 @@ Channel order: BasicSR's numpy path assumes BGR (OpenCV) images for `test_y_chan
 frames are RGB, so the numpy API takes an explicit `channel_order` instead of guessing.
 
 Quantisation: BasicSR reports metrics on the 8-bit images written by `tensor2img`
-(clamp to [0, 1], `(x * 255).round()` in float32). `tensor_to_uint8_image` does the same, and
+(clamp to [0, 1], `(x * 255).round()` in float32). `tensor_to_uint8_image` does the same
+(`vsr_accel.core.pixels.quantize_like_tensor2img`), and
 the torch metrics quantise identically by default (`quantize=True`), so validation numbers
 computed on raw network output equal the numbers the numpy path reports after saving 8-bit
 frames. The numpy SSIM uses a separable valid-mode filter instead of `cv2.filter2D`; the two
@@ -31,6 +32,8 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vsr_accel.core.pixels import quantize_like_tensor2img
 
 ChannelOrder = Literal["rgb", "bgr"]
 
@@ -218,15 +221,6 @@ def _luma_like_basicsr_torch(rgb_255: torch.Tensor) -> torch.Tensor:
     return luma.to(torch.float64).unsqueeze(1)
 
 
-# --------------------------------------------------------------------------- quantisation
-
-def quantize_like_tensor2img(x: torch.Tensor) -> torch.Tensor:
-    """Float in [0, 1] -> uint8, BasicSR's `tensor2img` arithmetic: clamp and scale by 255 in
-    float32, round half-to-even (numpy `round`). Truncating instead (a plain uint8 cast) would
-    bias every frame dark by half a level. The one quantiser of scores, saved frames and inference."""
-    return (x.detach().to(torch.float32).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-
-
 def tensor_to_uint8_image(t: torch.Tensor) -> np.ndarray:
     """(3, H, W) RGB tensor in [0, 1] -> (H, W, 3) uint8 RGB array, rounded like `tensor2img`."""
     if t.dim() != 3 or t.shape[0] != 3:
@@ -239,7 +233,6 @@ __all__ = [
     "calculate_ssim",
     "gaussian_window_1d",
     "psnr_torch",
-    "quantize_like_tensor2img",
     "ssim_torch",
     "tensor_to_uint8_image",
 ]

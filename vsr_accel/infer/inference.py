@@ -1,10 +1,9 @@
-"""Long-video inference, carried out: the model, chunk restore with context, tiling, the window
-restore, streaming, resumable frame output, and the chunked-vs-whole comparison.
+"""Long-video inference, carried out: the model, chunk restore with context, tiling, streaming,
+resumable frame output, and the chunked-vs-whole comparison.
 
 `vsr_accel.infer.chunking` plans (which frames each chunk reads and writes, who writes which chunk);
-this module executes the plan. `infer.py` is only its command line, and validation
-(`vsr_accel.eval.evaluation.restore_clip`) runs the same window restore on a whole clip, so what
-training validates is what inference writes.
+this module executes the plan with `vsr_accel.infer.restore`, the window restore that validation
+(`restore_clip`) runs on whole clips. `infer.py` is only its command line.
 
 Torch-only, like all of `vsr_accel/`: frames come from a `FrameStream` and go to a `FrameSink`
 (`datasets/video_io.py` gives both, with OpenCV), networks from a `NetworkRegistry` (the
@@ -27,11 +26,12 @@ import torch.nn.functional as F
 import yaml
 
 from vsr_accel.core.checkpoint import PARAM_KEYS, load_weights_strict, read_training_state, read_weights
-from vsr_accel.infer.chunking import EDVR_TEST_PADDING, Chunk, SlidingWindow, tile_spans, window_context, window_positions
 from vsr_accel.core.config import read_yaml
 from vsr_accel.core.errors import CheckpointError, ConfigError, DataError
-from vsr_accel.eval.metrics import calculate_psnr, quantize_like_tensor2img
-from vsr_accel.train.prefetch import uint8_to_unit_float
+from vsr_accel.core.pixels import quantize_like_tensor2img, uint8_to_unit_float
+from vsr_accel.eval.metrics import calculate_psnr
+from vsr_accel.infer.chunking import EDVR_TEST_PADDING, Chunk, SlidingWindow, tile_spans, window_context
+from vsr_accel.infer.restore import Restore, restore_frames
 
 # Defaults chosen by measurement (benchmarks/bench_infer_memory.py --fidelity, 128 real frames):
 # with a tiny BasicVSR fitted to other frames of the footage, PSNR vs GT of chunked and whole-clip
@@ -187,9 +187,6 @@ def frames_to_tensor(frames: Sequence[np.ndarray]) -> torch.Tensor:
     return uint8_to_unit_float(stacked.permute(0, 3, 1, 2))
 
 
-quantize = quantize_like_tensor2img  # frames written by infer.py, as BasicSR's tensor2img rounds them
-
-
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
     h, w = x.shape[-2:]
     pad_h, pad_w = (-h) % multiple, (-w) % multiple
@@ -199,9 +196,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, 
     flat = x.reshape(-1, *x.shape[-3:])
     flat = F.pad(flat, (0, pad_w, 0, pad_h), mode="replicate")
     return flat.reshape(*lead, *flat.shape[-3:]), h, w
-
-
-Restore = Callable[[torch.Tensor], torch.Tensor]
 
 
 def apply_tiled(fn: Restore, x: torch.Tensor, tile: int, overlap: int, multiple: int) -> torch.Tensor:
@@ -218,33 +212,12 @@ def apply_tiled(fn: Restore, x: torch.Tensor, tile: int, overlap: int, multiple:
             if out is None:
                 scale = result.shape[-1] // part.shape[-1]
                 out = torch.empty((*result.shape[:-2], h * scale, w * scale), dtype=torch.uint8)
-            result = quantize(result[..., : ph * scale, : pw * scale]).cpu()
+            result = quantize_like_tensor2img(result[..., : ph * scale, : pw * scale]).cpu()
             out[..., ys.keep_start * scale: ys.keep_stop * scale, xs.keep_start * scale: xs.keep_stop * scale] = \
                 result[..., (ys.keep_start - ys.start) * scale: (ys.keep_stop - ys.start) * scale,
                        (xs.keep_start - xs.start) * scale: (xs.keep_stop - xs.start) * scale]
     assert out is not None
     return out
-
-
-def restore_frames(net: torch.nn.Module, lq: torch.Tensor, chunk: Chunk, num_frames: int, device: torch.device, *,
-                   window: int | None, padding: str = EDVR_TEST_PADDING,
-                   apply: Callable[[Restore, torch.Tensor], torch.Tensor] = lambda fn, x: fn(x)) -> torch.Tensor:
-    """Output frames [chunk.start, chunk.stop) of a `num_frames` video from `lq` (t, 3, h, w), its
-    input frames [chunk.ctx_start, chunk.ctx_stop).
-
-    A recurrent model (`window=None`) reads all of `lq` and its context outputs are dropped; a
-    sliding-window model reads the `window` frames around each output frame, padded at the
-    video's ends like BasicSR's `generate_frame_indices`. `apply(fn, frames)` runs the network
-    call `fn` (its default runs it once; `apply_tiled` runs it per tile and quantises)."""
-    if window is None:
-        def run_clip(part: torch.Tensor) -> torch.Tensor:
-            out = net(part.unsqueeze(0).to(device))[0]
-            return out[chunk.offset: chunk.offset + chunk.size].float()
-        return apply(run_clip, lq)
-
-    def run_window(part: torch.Tensor) -> torch.Tensor:
-        return net(part.unsqueeze(0).to(device))[0].float()
-    return torch.stack([apply(run_window, lq[local]) for local in window_positions(chunk, num_frames, window, padding)])
 
 
 class Upscaler:

@@ -14,7 +14,7 @@ from typing import Any
 
 from vsr_accel.schedule.curriculum import Schedule, Stage, build_schedule
 from vsr_accel.schedule.lr import LRSchedule
-from vsr_accel.core.options import Options
+from vsr_accel.train.options import Options
 from vsr_accel.schedule.plan import plan_dict
 
 

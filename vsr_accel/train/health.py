@@ -1,4 +1,5 @@
-"""Is the network still using its neighbouring frames? Flow and propagation probes.
+"""The trainer's flow and propagation guard (`train.health`): is the network still using its
+neighbouring frames?
 
 A recurrent VSR network fails silently in two ways that no loss curve shows:
 
@@ -8,13 +9,10 @@ A recurrent VSR network fails silently in two ways that no loss curve shows:
 - **propagation dead**: for that or any other reason, the output no longer depends on the
   neighbouring frames: restoring a clip gives the same frames as restoring each frame alone.
 
-`flow_magnitude` measures the first on a training batch (one extra flow-network forward, at log
-windows only), `FlowWatch` decides when it is sustained, and `propagation_gap` measures the second
-(a clip restored whole vs frame by frame). The trainer logs both and warns or stops
-(`train.health`); the ablation records keep both for every run's final weights.
-
-Models are duck-typed: a recurrent model with a `spynet` attribute (BasicVSR, BasicVSR++,
-IconVSR) has a flow network; others (EDVR) are skipped.
+The probes are `vsr_accel.eval.probes`; this is the trainer's guard around them: the flow is
+measured on a training batch at log intervals only, `FlowWatch` decides when a divergence is
+sustained, the propagation gap is measured at every validation, and a failure is logged or stops
+the run (`train.health`).
 """
 from __future__ import annotations
 
@@ -25,6 +23,7 @@ import torch
 
 from vsr_accel.core.distributed import DistContext, all_reduce_max_, all_reduce_mean_, broadcast_object
 from vsr_accel.core.errors import VSRError
+from vsr_accel.eval.probes import FlowStats, flow_magnitude, flow_network, propagation_gap
 
 FLOW_DIVERGED = "flow diverged"
 PROPAGATION_DEAD = "propagation dead"
@@ -32,42 +31,6 @@ ADVICE = ("set network_g.spynet_path to a pretrained SpyNet (BasicSR's spynet_si
           "scripts/pretrain_spynet.py without a download), keep it frozen for the first train.fix_flow "
           "iterations, lower train.flow_lr_mul (the recipes use 0.125), or train on larger crops (SpyNet "
           "has no reference behaviour below 33 px)")
-
-
-def flow_network(model: torch.nn.Module) -> torch.nn.Module | None:
-    """The model's flow network (its `spynet`), or None for models without one."""
-    net = getattr(model, "spynet", None)
-    return net if isinstance(net, torch.nn.Module) else None
-
-
-@dataclass(frozen=True)
-class FlowStats:
-    mean_px: float  # mean |flow| in LR pixels
-    max_px: float
-    frame_px: int  # the shorter side of the frames the flow was measured on
-
-    @property
-    def exceeds_frame(self) -> bool:
-        """The average displacement is larger than the frame: almost every warp leaves it."""
-        return self.mean_px > self.frame_px
-
-
-@torch.no_grad()
-def flow_magnitude(model: torch.nn.Module, lq: torch.Tensor) -> FlowStats | None:
-    """Mean and max |flow| between consecutive frames of a (b, t, 3, h, w) batch, one direction
-    (frame i+1 onto frame i, what the backward branch warps with), in LR pixels; None for a
-    model without a flow network or a one-frame clip. Reads the result back (one host sync)."""
-    net = flow_network(model)
-    if net is None or lq.dim() != 5 or lq.shape[1] < 2:
-        return None
-    b, t, c, h, w = lq.shape
-    dtype = next(net.parameters()).dtype
-    earlier = lq[:, :-1].reshape(-1, c, h, w).to(dtype)
-    later = lq[:, 1:].reshape(-1, c, h, w).to(dtype)
-    magnitude = net(earlier, later).float().norm(dim=1)
-    magnitude = magnitude.nan_to_num(nan=float("inf"))
-    mean, top = torch.stack([magnitude.mean(), magnitude.max()]).tolist()
-    return FlowStats(mean_px=mean, max_px=top, frame_px=min(h, w))
 
 
 @dataclass
@@ -92,47 +55,10 @@ def diverged_message(stats: FlowStats, it: int, stage: str, patience: int) -> st
             f"in a row; warps now sample outside the frame and the network restores frames alone. To fix: {ADVICE}")
 
 
-@torch.no_grad()
-def propagation_gap(restore: Callable[[torch.Tensor], torch.Tensor], clip: torch.Tensor) -> float:
-    """Max |restored whole - restored frame by frame| over a (t, 3, h, w) clip (t >= 2), on the
-    [0, 1] outputs: 0 when the output ignores the neighbouring frames."""
-    whole = restore(clip)
-    alone = torch.cat([restore(clip[i:i + 1]) for i in range(clip.shape[0])])
-    return float((whole.float() - alone.float()).abs().max())
-
-
 def dead_message(gap: float, threshold: float, it: int, frames: int) -> str:
     return (f"{PROPAGATION_DEAD} at iteration {it}: restoring the validation clip's first {frames} frames "
             f"together and one by one differs by at most {gap:.2e} (< {threshold:g}), so the output no longer "
             f"depends on the neighbouring frames. To fix: {ADVICE}")
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """What `result.json`'s `propagation` records for a run's final weights on a held-out clip."""
-    max_abs_diff_vs_per_frame: float
-    flow_mean_px: float | None
-    flow_max_px: float | None
-    frames: int
-
-    def as_dict(self) -> dict[str, float | int | None]:
-        return {"max_abs_diff_vs_per_frame": self.max_abs_diff_vs_per_frame, "flow_mean_px": self.flow_mean_px,
-                "flow_max_px": self.flow_max_px, "frames": self.frames}
-
-
-def probe(model: torch.nn.Module, restore: Callable[[torch.Tensor], torch.Tensor], clip: torch.Tensor,
-          device: torch.device, frames: int | None = None) -> ProbeResult:
-    """Propagation gap and flow statistics of `model` on the first `frames` frames of a clip
-    (all when None)."""
-    clip = clip if frames is None else clip[:frames]
-    gap = propagation_gap(restore, clip)
-    was_training = model.training
-    model.eval()
-    try:
-        stats = flow_magnitude(model, clip[None].to(device))
-    finally:
-        model.train(was_training)
-    return ProbeResult(gap, stats.mean_px if stats else None, stats.max_px if stats else None, clip.shape[0])
 
 
 class HealthGuard:

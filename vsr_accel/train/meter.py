@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from vsr_accel.train.run_state import Clocks
+
+@dataclass(frozen=True)
+class Clocks:
+    """Training time so far: excluding data loading (the paper's measure) and including it (the
+    user's wall clock); both exclude validation and saving."""
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0
 
 
 def synchronize(device: torch.device) -> None:

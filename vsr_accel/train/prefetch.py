@@ -15,7 +15,7 @@ Training datasets send uint8 frames (a quarter of the bytes of float32 through t
 shared memory, pinned memory and PCIe); the prefetcher turns the tensors under `unit_keys`
 ("lq", "gt") that arrive as uint8 into float32 in [0, 1] on the device, after the copy (on
 CUDA, on the copy stream, so the conversion also overlaps the step). The values are exactly
-numpy's `x.astype(float32) / 255` that the datasets used to compute: see `uint8_to_unit_float`.
+numpy's `x.astype(float32) / 255` that the datasets used to compute (`vsr_accel.core.pixels`).
 Batches with no uint8 tensor under those keys pass untouched.
 """
 from __future__ import annotations
@@ -25,32 +25,11 @@ from typing import Any
 
 import torch
 
-__all__ = ["DevicePrefetcher", "move_to_device", "uint8_to_unit_float", "UNIT_KEYS"]
+from vsr_accel.core.pixels import uint8_to_unit_float
+
+__all__ = ["DevicePrefetcher", "move_to_device", "UNIT_KEYS"]
 
 UNIT_KEYS = ("lq", "gt")  # batch entries that are uint8 images on the wire, float32 in [0, 1] in the step
-_UNIT_TABLES: dict[torch.device, torch.Tensor] = {}
-
-
-def _unit_table(device: torch.device) -> torch.Tensor:
-    table = _UNIT_TABLES.get(device)
-    if table is None:
-        # correctly rounded k / 255 in float32 for every byte k (CPU true division, the values of
-        # numpy's astype(float32) / 255; checked by the tests)
-        host = torch.arange(256, dtype=torch.float32).div_(255.0)
-        table = _UNIT_TABLES[device] = host.to(device)
-    return table
-
-
-def uint8_to_unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float32 `x / 255`, bit for bit what numpy's `x.astype(np.float32) / 255` gives.
-
-    On the CPU that is `x.float() / 255` (a true division). CUDA's division by a Python scalar
-    multiplies by the reciprocal instead (ATen's div_true_kernel_cuda), which differs from the
-    true quotient in 126 of the 256 byte values; so elsewhere it is a lookup in a 256-entry table
-    of the CPU's quotients, exact on any device."""
-    if images.device.type == "cpu":
-        return images.to(torch.float32).div_(255.0)
-    return _unit_table(images.device)[images.to(torch.int32)]
 
 
 def to_unit_float(batch: Any, keys: tuple[str, ...] = UNIT_KEYS) -> Any:

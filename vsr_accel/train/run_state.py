@@ -24,9 +24,10 @@ from vsr_accel.core import checkpoint as ckpt
 from vsr_accel.schedule.curriculum import Schedule
 from vsr_accel.core.distributed import DistContext, barrier, broadcast_object
 from vsr_accel.train.ema import EMA
+from vsr_accel.train.meter import Clocks
 from vsr_accel.core.errors import CheckpointError, ConfigError
 from vsr_accel.core.fsio import atomic_write_text
-from vsr_accel.core.options import GEOMETRY_KEYS, MONITORING_KEYS, RUN_ONLY_SECTIONS
+from vsr_accel.train.options import GEOMETRY_KEYS, MONITORING_KEYS, RUN_ONLY_SECTIONS
 from vsr_accel.core.rng import rng_state, set_rng_state
 from vsr_accel.schedule.sampler import MultigridBatchSampler
 
@@ -96,14 +97,6 @@ class TrainState:
     sampler: MultigridBatchSampler
     ema: EMA | None
     scaler: torch.amp.GradScaler
-
-
-@dataclasses.dataclass(frozen=True)
-class Clocks:
-    """Training time so far: excluding data loading (the paper's measure) and including it (the
-    user's wall clock); both exclude validation and saving."""
-    train_seconds: float = 0.0
-    wall_seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

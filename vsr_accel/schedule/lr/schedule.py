@@ -15,7 +15,7 @@ Both scale each stage's peak by that stage's global batch / `base_batch` (the li
 rule). A param group with a multiplier (BasicSR's `flow_lr_mul` for SpyNet) gets
 ``lr_at(t, lr_mul)``: the multiplier scales the peak, and `eta_min` stays absolute, as in
 BasicSR, where every group anneals from its own initial LR to the same `eta_min`.
-Every rule about these options lives in `check_lr_options`, which `vsr_accel.core.options` applies
+Every rule about these options lives in `check_lr_options`, which `vsr_accel.train.options` applies
 when a file is loaded and `LRSchedule` applies to its own arguments.
 """
 from __future__ import annotations
