@@ -32,7 +32,7 @@ Launch:
     python infer.py ... --compare-whole --gt gt_frames/
 
 Exit status 2 with a one-line message for user mistakes (bad input, checkpoint, options,
-output folder); `--debug` shows the traceback.
+output folder) and a full disk, 3 for out of memory; `--debug` shows the traceback.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ import torch
 import models
 from datasets.video_io import FrameFolder, FrameSource, open_source, rgb_to_bgr, write_mp4
 from vsr_accel.infer.chunking import EDVR_TEST_PADDING, PADDING_MODES, plan_chunks, rank_share
-from vsr_accel.core.errors import ConfigError, report_user_errors
+from vsr_accel.core.errors import ConfigError, run_guarded
 from vsr_accel.infer.inference import (DEFAULT_CHUNK, DEFAULT_CONTEXT, Upscaler, compare_frames, load_model,
                                  resolve_model_source, restore_whole, run_chunks)
 
@@ -165,7 +165,11 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return report_user_errors(lambda: run(args), args.debug)
+    return run_guarded(lambda: run(args), args.debug,
+                       out_of_memory="out of memory during inference; lower --chunk (and --context), restore in "
+                                     "spatial tiles (--tile 128), or pass --half on CUDA",
+                       disk_full="free some space, then run the same command again (frames already written are "
+                                 "kept and skipped)")
 
 
 if __name__ == "__main__":

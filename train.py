@@ -18,7 +18,6 @@ components in `vsr_accel/` own *how* (see docs/DESIGN.md).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
@@ -27,28 +26,26 @@ from pathlib import Path
 
 import torch
 
-from vsr_accel.train import builders
-from vsr_accel.core.checkpoint import fault_injection_point, load_weights_strict, read_weights
+from vsr_accel.core.checkpoint import fault_injection_point
 from vsr_accel.core.distributed import DistContext, all_reduce_mean_, barrier, init_distributed, shutdown, wrap_ddp
-from vsr_accel.train.ema import EMA
+from vsr_accel.core.errors import ConfigError, run_guarded
+from vsr_accel.core.rng import seed_everything
 from vsr_accel.eval.evaluation import evaluate
-from vsr_accel.infer.restore import restore_clip
-from vsr_accel.train.guards import (NonFiniteWatch, StopFlag, ignore_stop_signals, oom_names_stage, run_guarded,
-                              workers_stopped)
 from vsr_accel.eval.probes import FlowStats
-from vsr_accel.train.health import HealthGuard
-from vsr_accel.train.losses import build_pixel_loss
-from vsr_accel.train.meter import Clocks, TrainMeter
-from vsr_accel.core.errors import ConfigError
-from vsr_accel.train.options import METRIC_TYPES, Options, load_options
+from vsr_accel.infer.restore import restore_clip
+from vsr_accel.schedule.curriculum import describe_stage
 from vsr_accel.schedule.plan import format_plan
+from vsr_accel.train import builders
+from vsr_accel.train import guards
+from vsr_accel.train.guards import NonFiniteWatch, StopFlag, oom_names_stage, workers_stopped
+from vsr_accel.train.health import HealthGuard
+from vsr_accel.train.meter import Clocks, TrainMeter
+from vsr_accel.train.options import METRIC_TYPES, Options, load_options
 from vsr_accel.train.prefetch import DevicePrefetcher
-from vsr_accel.core.rng import loader_generator, seed_everything
 from vsr_accel.train.run_state import RunDirs, RunRecord, RunState, TrainState
 from vsr_accel.train.runlog import RunLogger, require_wandb, wandb_run
-from vsr_accel.schedule.sampler import MultigridBatchSampler
-from vsr_accel.train.speed import SpeedSettings, apply_layout, enable_activation_checkpointing, maybe_compile, resolve_speed
-from vsr_accel.train.step import FreezePlan, TrainStep, build_optimizer, set_frozen, set_lr
+from vsr_accel.train.speed import maybe_compile
+from vsr_accel.train.step import FreezePlan, TrainStep, set_frozen, set_lr
 
 import datasets
 import models
@@ -77,14 +74,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_guarded(lambda: run(args), args.debug)
+    return run_guarded(lambda: run(args), args.debug, out_of_memory=guards.OUT_OF_MEMORY, disk_full=guards.DISK_FULL)
 
 
 def run(args: argparse.Namespace) -> int:
     opt = load_options(args.opt, [*args.overrides, *args.force_yml])
     if args.plan:  # print the curriculum before anything is launched or loaded
         world = args.world_size or int(os.environ.get("WORLD_SIZE", 1))
-        plan = builders.plan(opt, world_size=world, crop_multiple=models.required_multiple(opt.network_g))
+        plan = builders.build_plan(opt, world_size=world, crop_multiple=models.required_multiple(opt.network_g))
         print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
         return 0
     device = check_launch(opt, int(os.environ.get("WORLD_SIZE", 1)), args.device)
@@ -114,66 +111,13 @@ def check_launch(opt: Options, world_size: int, device: str | None) -> str | Non
     return device
 
 
-# -- components from options (the options -> explicit arguments boundary) -------------------------
-def build_model(opt: Options, speed: SpeedSettings, device: torch.device) -> torch.nn.Module:
-    model = apply_layout(models.build_network(opt.network_g).to(device), speed)
-    if opt.train.checkpoint_propagation:
-        enable_activation_checkpointing(model, opt.network_g["type"], opt.source)
-    if opt.path.pretrain_network_g:
-        state = models.to_basicsr_keys(opt.network_g["type"], read_weights(opt.path.pretrain_network_g,
-                                                                            opt.path.param_key_g))
-        if opt.path.strict_load_g:
-            load_weights_strict(model, state, opt.path.pretrain_network_g)
-        else:
-            model.load_state_dict(state, strict=False)
-    return model
-
-
-def build_step(opt: Options, model: torch.nn.Module, speed: SpeedSettings) -> TrainStep:
-    tr, o = opt.train, opt.train.optim_g
-    optimizer = build_optimizer(model, type=o.type, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
-                                flow_lr_mul=tr.flow_lr_mul, dcn_lr_mul=tr.dcn_lr_mul, fused=o.fused, foreach=o.foreach)
-    return TrainStep(model, optimizer, build_pixel_loss(**dataclasses.asdict(tr.pixel_opt)),
-                     amp_dtype=speed.amp_dtype, channels_last=speed.channels_last, grad_accum=tr.grad_accum,
-                     grad_clip=tr.grad_clip, ema=EMA(model, tr.ema_decay) if tr.ema_decay > 0 else None,
-                     recurrent=models.is_recurrent(model))
-
-
-def default_workers(ctx: DistContext) -> int:
-    """`num_worker_per_gpu` when not set: the cores left per rank after one for the step, at
-    least 1 and at most 8 (1 on the 2-core CPU, enough for every stage: benchmarks/bench_data.py)."""
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size) or 1)
-    return max(1, min(8, (os.cpu_count() or 2) // max(1, per_node) - 1))
-
-
-def build_loader(opt: Options, dataset, sampler: MultigridBatchSampler, ctx: DistContext) -> torch.utils.data.DataLoader:
-    """Built after the resume, so the workers' seed can follow (seed, rank, start iteration)."""
-    section = opt.dataset_section("train")
-    workers = int(section.get("num_worker_per_gpu", default_workers(ctx)))
-    return torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=workers,
-        pin_memory=bool(section.get("pin_memory", ctx.device.type == "cuda")),
-        persistent_workers=workers > 0 and bool(section.get("persistent_workers", True)),
-        prefetch_factor=2 if workers > 0 else None, worker_init_fn=ignore_stop_signals,
-        generator=loader_generator(opt.manual_seed, ctx.rank, sampler.start_iter))
-
-
-def validation_sets(opt: Options, ctx: DistContext) -> dict[str, tuple[str, object]]:
-    """BasicSR validates on `datasets.val` and every `datasets.val_*`: phase -> (its `name`, the
-    dataset). Rank 0 only; the others wait at the barrier."""
-    if opt.val is None or not ctx.is_main:
-        return {}
-    return {p: (opt.datasets[p].get("name", p), datasets.build_dataset(opt.dataset_kwargs(p), phase="val"))
-            for p in opt.datasets if p == "val" or p.startswith("val_")}
-
-
 def validate(model: torch.nn.Module, name: str, val_set, opt: Options, device: torch.device, it: int,
              visualization: Path) -> dict[str, float]:
     """The scores `val.metrics` lists (PSNR and SSIM when it lists none), one protocol for all;
     `val.save_img` writes the restored frames to visualization/<set>/<clip>/<frame>_<iter>.png."""
     metrics = opt.val.metrics or {"psnr": None, "ssim": None}
     first = next((m for m in metrics.values() if m is not None), None)
-    window = None if models.is_recurrent(model) else getattr(model, "num_frame", None)
+    window = models.input_window(model)
     save = (lambda clip, sr, item: save_restored_clip(visualization / name / clip, sr, item["frame_names"], str(it))) \
         if opt.val.save_img else None
     table = evaluate(lambda lq: restore_clip(model, lq, device, window), val_set,
@@ -203,20 +147,20 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
     if opt.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(opt.manual_seed, ctx.rank)
-    speed = resolve_speed(opt.train.amp, opt.train.channels_last, ctx.device)
-    model = build_model(opt, speed, ctx.device)
+    speed = builders.speed_settings(opt.train, ctx.device)
+    model = models.load_network(opt.network_g, opt.path.pretrain_network_g, param_key=opt.path.param_key_g,
+                                strict=opt.path.strict_load_g)
+    model = builders.prepare_model(model.to(ctx.device), opt.train, speed, network=opt.network_g["type"],
+                                   source=opt.source)
     train_set = datasets.build_dataset(opt.dataset_kwargs("train"), phase="train")
     schedule = builders.build_curriculum(opt, crop_multiple=models.required_multiple(opt.network_g),
-                                       max_frames=getattr(train_set, "max_frames", None),
-                                       min_lr_size=getattr(train_set, "min_lr_size", None))
+                                         max_frames=getattr(train_set, "max_frames", None),
+                                         min_lr_size=getattr(train_set, "min_lr_size", None))
     lr_schedule = builders.build_lr_schedule(opt, schedule, ctx.world_size)
-    val_sets = validation_sets(opt, ctx)
-    step = build_step(opt, model, speed)
-    section = opt.dataset_section("train")
-    sampler = MultigridBatchSampler(schedule, len(train_set), rank=ctx.rank, world_size=ctx.world_size,
-                                    grad_accum=opt.train.grad_accum, seed=opt.manual_seed,
-                                    enlarge_ratio=section.get("dataset_enlarge_ratio", 1),
-                                    shuffle=section.get("use_shuffle", True))
+    val_sets = {phase: (name, datasets.build_dataset(opt.dataset_kwargs(phase), phase="val"))  # rank 0 validates
+                for phase, name in builders.validation_phases(opt).items()} if ctx.is_main else {}
+    step = builders.build_step(opt.train, model, speed, recurrent=models.is_recurrent(model))
+    sampler = builders.build_sampler(opt, schedule, len(train_set), ctx)
     live = TrainState(model, step.optimizer, sampler, step.ema, step.scaler)
 
     # resume; every input is checked before the run folder is touched, so a bad start harms no earlier run
@@ -229,7 +173,7 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
     start_iter = found.iteration if found else 0
     if ctx.is_main:
         require_wandb(opt.logger.wandb.project, opt.source)
-    batches = iter(build_loader(opt, train_set, sampler, ctx) if start_iter < schedule.total_iter else ())
+    batches = iter(builders.build_loader(opt, train_set, sampler, ctx) if start_iter < schedule.total_iter else ())
     with workers_stopped(batches):
         first = next(batches, None)  # the first batch is read (and checked) before the run folder is touched
         stale = run_state.prepare_dir(resuming=args.auto_resume or found is not None, options=opt.to_dict())
@@ -259,7 +203,7 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
          run_state: RunState, log: RunLogger, meter: TrainMeter, batches, val_sets: dict, start_iter: int) -> int:
     """Iterations start_iter .. total_iter: one optimizer step per `grad_accum` batches."""
     model, total, accum = step.model, schedule.total_iter, opt.train.grad_accum
-    validating = opt.val is not None and any(p == "val" or p.startswith("val_") for p in opt.datasets)
+    validating = bool(builders.validation_phases(opt))  # the same on every rank; rank 0 holds the sets
     freeze = FreezePlan(fix_flow=opt.train.fix_flow, tsa_iter=opt.train.tsa_iter)
     frozen = freeze.frozen(model, start_iter)
     set_frozen(model, frozen)
@@ -267,7 +211,7 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
                                  len(schedule.stages))
     step.net, nonfinite, it = wrap(), NonFiniteWatch(ctx.device), start_iter
     health = HealthGuard(opt.train.health, model, models.is_recurrent(model), ctx, log)
-    with StopFlag() as stop, oom_names_stage(lambda: builders.describe_stage(schedule.stage_at(min(it, total - 1)))):
+    with StopFlag() as stop, oom_names_stage(lambda: describe_stage(schedule.stage_at(min(it, total - 1)))):
         meter.start()
         for micro, batch in enumerate(meter.batches(DevicePrefetcher(batches, ctx.device))):
             it, last_micro = start_iter + micro // accum, micro % accum == accum - 1
@@ -300,7 +244,7 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
             if log_now:
                 flow = health.flow(model, lq)
                 log_window(log, meter, done, total, step.optimizer.param_groups[0]["lr"], stage, ctx, flow)
-                health.check_flow(flow, done, builders.describe_stage(stage))
+                health.check_flow(flow, done, describe_stage(stage))
             if save_now or stop_now:
                 run_state.save(live, done, meter.clocks)
             for phase, (name, val_set) in val_sets.items() if val_now else ():  # rank 0; the others wait

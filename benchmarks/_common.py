@@ -1,6 +1,6 @@
 """What the benchmarks share: the training step they time (`vsr_accel.train.step.TrainStep`, the one
-train.py runs, built here from a set of speed switches), FLOP counting, interleaved timing,
-machine description and the Markdown report.
+train.py runs, built by the same `vsr_accel.train.builders` from a set of speed switches), FLOP
+counting, interleaved timing, machine description and the Markdown report.
 
 The machine these run on is shared and noisy, so every comparison is timed *interleaved*
 (A, B, A, B, ... with the order reversed every other round, so a slow spell hits both) and
@@ -28,9 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from vsr_accel.train.speed import (AMP_DTYPES, SpeedSettings, apply_layout, cpu_prefers_channels_last,  # noqa: E402,F401
-                              cpu_supports_bf16)
 from vsr_accel.core.fsio import atomic_write_text  # noqa: E402
+from vsr_accel.train import builders  # noqa: E402
+from vsr_accel.train.options import OptimizerOptions, TrainOptions  # noqa: E402
+from vsr_accel.train.speed import cpu_prefers_channels_last, cpu_supports_bf16, maybe_compile  # noqa: E402
 from vsr_accel.train.step import TrainStep, build_optimizer, set_lr  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -54,13 +55,23 @@ def setup(threads: int = THREADS) -> None:
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class StepOptions:
-    """The speed switches of a training step (train.py's `train.*` options of the same names)."""
+    """A benchmark row's name for a set of speed switches; `train_options()` spells them as the
+    trainer's options (`train.*`), from which the shared builders make the step."""
 
     channels_last: bool = False
-    amp: str = "none"            # none | bf16 (CPU autocast)
+    amp: str = "none"            # none | bf16 (CPU autocast): train.amp
     adam: str = "default"        # default (torch's pick: the for-loop kernel on CPU) | foreach | fused
-    compile: bool = False
-    checkpoint: bool = False     # activation checkpointing of propagation + upsampling
+    compile: bool = False        # train.compile
+    checkpoint: bool = False     # train.checkpoint_propagation: activation checkpointing
+
+    def train_options(self) -> TrainOptions:
+        """BasicSR's REDS BasicVSR recipe (Adam 2e-4, betas (0.9, 0.99), SpyNet at x0.125, the
+        Charbonnier loss) with these switches, as `train.*` options."""
+        if self.adam not in ADAM_KINDS:
+            raise ValueError(f"unknown Adam kind {self.adam!r}")
+        return TrainOptions(total_iter=1, optim_g=OptimizerOptions(lr=ADAM_LR, betas=ADAM_BETAS, **ADAM_KINDS[self.adam]),
+                            flow_lr_mul=FLOW_LR_MUL, channels_last=self.channels_last, amp=self.amp,
+                            compile=self.compile, checkpoint_propagation=self.checkpoint)
 
     def label(self) -> str:
         parts = [self.amp if self.amp != "none" else "fp32", "channels_last" if self.channels_last else "NCHW",
@@ -83,44 +94,42 @@ OPTIMISED = StepOptions(channels_last=cpu_prefers_channels_last(), amp="bf16" if
 
 
 def build_model(spec: Mapping[str, Any] = BASICVSR_M, seed: int = 0, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The network through the trainer's loader (`models.load_network`), at fresh weights."""
     import models
 
     torch.manual_seed(seed)
     with torch.device(device), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="BasicVSR: spynet_path")  # no pretrained SpyNet: on purpose
-        return models.build_network(dict(spec)).train()
+        return models.load_network(dict(spec)).train()
 
 
 ADAM_KINDS = {"default": dict(fused=False), "foreach": dict(foreach=True), "forloop": dict(foreach=False),
               "fused": dict(fused=True)}
-"""`StepOptions.adam` -> build_optimizer's arguments; 'default' is torch's own pick (the for-loop
-kernel on CPU), which is what BasicSR gets."""
+"""`StepOptions.adam` -> `train.optim_g`'s kernel switches; 'default' is torch's own pick (the
+for-loop kernel on CPU), which is what BasicSR gets."""
 
 
 def make_adam(model: torch.nn.Module, kind: str) -> torch.optim.Optimizer:
-    """train.py's optimizer (BasicSR's groups: SpyNet at lr x 0.125) with the chosen Adam kernel."""
-    if kind not in ADAM_KINDS:
-        raise ValueError(f"unknown Adam kind {kind!r}")
-    optimizer = build_optimizer(model, lr=ADAM_LR, betas=ADAM_BETAS, flow_lr_mul=FLOW_LR_MUL, **ADAM_KINDS[kind])
+    """train.py's optimizer (BasicSR's groups: SpyNet at lr x 0.125) with the chosen Adam kernel,
+    alone (for timing the optimizer step by itself)."""
+    o = StepOptions(adam=kind).train_options().optim_g
+    optimizer = build_optimizer(model, lr=o.lr, betas=o.betas, flow_lr_mul=FLOW_LR_MUL, fused=o.fused, foreach=o.foreach)
     set_lr(optimizer, lambda mul: ADAM_LR * mul)
     return optimizer
 
 
-def make_step(model: torch.nn.Module, options: StepOptions, loss: torch.nn.Module | None = None) -> TrainStep:
-    """The trainer's step (`vsr_accel.train.step.TrainStep`) with these speed switches: zero grads,
-    forward and Charbonnier loss under the chosen precision, backward, Adam. Like train.py it
-    never reads the loss back (no host sync). Call it as `step(*step.prepare(lq, gt))`."""
-    from vsr_accel.train.losses import CharbonnierLoss
-
-    amp_dtype = AMP_DTYPES.get(options.amp)
-    model = apply_layout(model, SpeedSettings(options.channels_last, amp_dtype))
-    if hasattr(model, "set_activation_checkpointing"):
-        model.set_activation_checkpointing(options.checkpoint)
-    elif options.checkpoint:
-        raise ValueError(f"{type(model).__name__} has no activation checkpointing")
-    net = torch.compile(model, dynamic=False) if options.compile else model
-    return TrainStep(model, make_adam(model, options.adam), loss if loss is not None else CharbonnierLoss(),
-                     amp_dtype=amp_dtype, channels_last=options.channels_last, net=net)
+def make_step(model: torch.nn.Module, options: StepOptions) -> TrainStep:
+    """The trainer's step (`vsr_accel.train.step.TrainStep`), built by the trainer's builders from
+    these speed switches: zero grads, forward and Charbonnier loss under the chosen precision,
+    backward, Adam, at the recipe's LRs. Like train.py it never reads the loss back (no host
+    sync). Call it as `step(*step.prepare(lq, gt))`."""
+    train = options.train_options()
+    speed = builders.speed_settings(train, next(model.parameters()).device)
+    model = builders.prepare_model(model, train, speed)
+    step = builders.build_step(train, model, speed, recurrent=True)
+    set_lr(step.optimizer, lambda mul: ADAM_LR * mul)
+    step.net = maybe_compile(model, train.compile, stage_count=1)
+    return step
 
 
 def clip_batch(batch: int, frames: int, crop: int, scale: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,6 +49,7 @@ from datasets.io import LmdbWriter  # noqa: E402
 from datasets.raw_store import RawStoreWriter  # noqa: E402
 from vsr_accel.schedule.curriculum import build_schedule  # noqa: E402
 from vsr_accel.schedule.sampler import MultigridBatchSampler  # noqa: E402
+from vsr_accel.train.builders import make_loader  # noqa: E402
 
 SCALE = 4
 SHAPES = ((32, 7), (32, 11), (32, 15), (64, 7), (64, 11), (64, 15))  # the paper's six REDS stages (LR crop & frames)
@@ -131,7 +132,7 @@ def batches_of(dataset, crop: int, frames: int, batch: int, count: int, seed: in
     """The trainer's loader at one stage shape, in this process (one worker's work)."""
     schedule = build_schedule("none", total_iter=count, lr_crop=crop, num_frames=frames, batch_per_device=batch)
     sampler = MultigridBatchSampler(schedule, len(dataset), seed=seed, drop_last=False)
-    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=0))
+    return iter(make_loader(dataset, sampler, workers=0, pin_memory=False))
 
 
 def core_seconds_per_sample(dataset, crop: int, frames: int, batch: int, timed_batches: int, seed: int,

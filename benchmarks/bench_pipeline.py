@@ -33,6 +33,7 @@ from benchmarks.bench_data import FULL, TINY, Mode, make_stores  # noqa: E402
 from datasets import REDSRecurrentDataset  # noqa: E402
 from vsr_accel.schedule.curriculum import build_schedule  # noqa: E402
 from vsr_accel.schedule.sampler import MultigridBatchSampler  # noqa: E402
+from vsr_accel.train.builders import make_loader  # noqa: E402
 
 LOG_LINE = re.compile(r"iter +(\d+)/\d+ \| loss \S+ \| lr \S+ \| ([\d.]+) samples/s \| data wait ([\d.]+)% \| "
                       r"stage (\d+) \(LR crop (\d+), (\d+) frames\)")
@@ -43,8 +44,8 @@ def loader_rate(dataset, crop: int, frames: int, batch: int, workers: int, batch
     """Clips per second of the trainer's DataLoader alone, after its first two batches."""
     schedule = build_schedule("none", total_iter=batches + 2, lr_crop=crop, num_frames=frames, batch_per_device=batch)
     sampler = MultigridBatchSampler(schedule, len(dataset), seed=0)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin,
-                                         prefetch_factor=4 if workers else None)
+    loader = make_loader(dataset, sampler, workers=workers, pin_memory=pin, persistent_workers=False,
+                         prefetch_factor=4)
     iterator = iter(loader)
     next(iterator), next(iterator)
     start = time.perf_counter()

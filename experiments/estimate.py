@@ -12,7 +12,6 @@ estimate, and the printout says so. Torch's intra-op thread count is the one thi
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 import warnings
@@ -26,9 +25,8 @@ import models
 from experiments.resolve import ResolvedVariant
 from vsr_accel.core.errors import VSRError
 from vsr_accel.infer.restore import restore_clip
-from vsr_accel.train.losses import build_pixel_loss
-from vsr_accel.train.speed import apply_layout, resolve_speed
-from vsr_accel.train.step import TrainStep, build_optimizer
+from vsr_accel.train import builders
+from vsr_accel.train.speed import SpeedSettings
 
 STARTUP_SECONDS = 8.0  # per launch (interpreter, torch and the data index); train and evaluate: two launches
 
@@ -66,24 +64,21 @@ def shapes_of(rv: ResolvedVariant) -> list[tuple[Shape, int]]:
                    stage.num_frames, rv.opt.scale), stage.iters) for stage in rv.schedule.stages]
 
 
-def _model(shape: Shape) -> tuple[torch.nn.Module, object]:
-    speed = resolve_speed(shape.amp, shape.channels_last, torch.device("cpu"))
+def _model(shape: Shape, rv: ResolvedVariant) -> tuple[torch.nn.Module, SpeedSettings]:
+    """The run's network as the trainer prepares it (the shared builders), at fresh weights."""
+    speed = builders.speed_settings(rv.opt.train, torch.device("cpu"))
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*spynet_path")
-        model = models.build_network(json.loads(shape.network)).train()
-    return apply_layout(model, speed), speed
+        model = models.load_network(json.loads(shape.network)).train()
+    return builders.prepare_model(model, rv.opt.train, speed, source=rv.opt.source), speed
 
 
 def time_step(shape: Shape, rv: ResolvedVariant, steps: int) -> float:
-    """Fastest of `steps` timed training steps at `shape` (after one untimed step)."""
-    model, speed = _model(shape)
-    o, tr = rv.opt.train.optim_g, rv.opt.train
-    optimizer = build_optimizer(model, type=o.type, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
-                                flow_lr_mul=tr.flow_lr_mul, dcn_lr_mul=tr.dcn_lr_mul, fused=o.fused, foreach=o.foreach)
-    step = TrainStep(model, optimizer, build_pixel_loss(**dataclasses.asdict(tr.pixel_opt)),
-                     amp_dtype=speed.amp_dtype, channels_last=speed.channels_last,
-                     recurrent=models.is_recurrent(model))
+    """Fastest of `steps` timed training steps at `shape` (after one untimed step): the trainer's
+    own step (`builders.build_step`: optimizer groups, loss, precision, accumulation, EMA)."""
+    model, speed = _model(shape, rv)
+    step = builders.build_step(rv.opt.train, model, speed, recurrent=models.is_recurrent(model))
     generator = torch.Generator().manual_seed(0)
     lq = torch.rand(shape.batch, shape.frames, 3, shape.lr_crop, shape.lr_crop, generator=generator)
     gt = torch.rand(shape.batch, shape.frames, 3, shape.lr_crop * shape.scale, shape.lr_crop * shape.scale,
@@ -104,10 +99,10 @@ def time_validation(rv: ResolvedVariant) -> float | None:
         lq = datasets.build_dataset(rv.opt.dataset_kwargs("val"), phase="val")[0]["lq"]
     except (VSRError, OSError, IndexError, KeyError):
         return None
-    model, _ = _model(shapes_of(rv)[0][0])
+    model, _ = _model(shapes_of(rv)[0][0], rv)
     start = time.perf_counter()
     with torch.no_grad():
-        restore_clip(model, lq, torch.device("cpu"))
+        restore_clip(model, lq, torch.device("cpu"), models.input_window(model))
     return time.perf_counter() - start
 
 

@@ -1,4 +1,5 @@
-"""Network registry: `build_network({"type": "BasicVSRM", **kwargs})`.
+"""Network registry: `build_network({"type": "BasicVSRM", **kwargs})`, and the one loader of
+weights into it (`load_network`, models/loading.py).
 
 An explicit dict of the networks the paper trains (BasicVSR, BasicVSR-M, EDVR, EDVR-M) and of
 the ones VSR papers compare against today (BasicVSR++, IconVSR); nothing is discovered by scanning. Option
@@ -24,10 +25,11 @@ from models.basicvsrpp import BasicVSRPlusPlus
 from models.convert import to_basicsr_keys
 from models.edvr import EDVR, EDVR_M_DEFAULTS
 from models.iconvsr import IconVSR
+from models.loading import input_window, load_network
 from vsr_accel.core.errors import ConfigError
 
-__all__ = ["build_network", "network_arguments", "is_recurrent", "is_recurrent_type", "required_multiple", "to_basicsr_keys",
-           "check_model_type", "NETWORKS",
+__all__ = ["build_network", "load_network", "input_window", "network_arguments", "is_recurrent", "is_recurrent_type",
+           "required_multiple", "to_basicsr_keys", "check_model_type", "NETWORKS",
            "BasicVSR", "BasicVSRPlusPlus", "EDVR", "IconVSR"]
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -31,9 +30,9 @@ import torch  # noqa: E402
 import datasets  # noqa: E402
 import models  # noqa: E402
 from vsr_accel.eval import metrics  # noqa: E402
-from vsr_accel.core.checkpoint import load_weights_strict, read_weights  # noqa: E402
+from vsr_accel.core.checkpoint import WEIGHTS_NAME, numbered_files  # noqa: E402
 from vsr_accel.core.distributed import pick_device  # noqa: E402
-from vsr_accel.core.errors import CheckpointError, ConfigError, DataError, report_user_errors  # noqa: E402
+from vsr_accel.core.errors import CheckpointError, ConfigError, DataError, run_guarded  # noqa: E402
 from datasets.matlab_resize import imresize  # noqa: E402
 from datasets.test_sets import STANDARD_TEST_SETS, find_test_sets  # noqa: E402
 from vsr_accel.eval.evaluation import ScoreTable, evaluate, format_benchmark_table, format_table  # noqa: E402
@@ -42,6 +41,7 @@ from vsr_accel.infer.restore import restore_clip  # noqa: E402
 from vsr_accel.core.fsio import atomic_write_text  # noqa: E402
 from vsr_accel.eval.probes import ProbeResult, probe  # noqa: E402
 from vsr_accel.train.options import Options, load_options  # noqa: E402
+from vsr_accel.train.run_state import RunDirs  # noqa: E402
 
 
 def matlab_bicubic(lq: torch.Tensor, scale: int) -> torch.Tensor:
@@ -51,12 +51,11 @@ def matlab_bicubic(lq: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 def newest_checkpoint(opt: Options) -> Path:
-    folder = Path(opt.path.experiments_root) / opt.name / "models"
-    found = sorted(((int(m.group(1)), p) for p in folder.glob("net_g_*.pth")
-                    if (m := re.match(r"net_g_(\d+)\.pth$", p.name))), reverse=True)
+    folder = RunDirs(Path(opt.path.experiments_root) / opt.name).models
+    found = numbered_files(folder, WEIGHTS_NAME)
     if not found:
         raise CheckpointError(f"{folder}: no net_g_<iter>.pth checkpoint; train first or pass --checkpoint")
-    return found[0][1]
+    return found[0]
 
 
 def save_frames(folder: Path, clip: str, sr: torch.Tensor, names: list[str]) -> None:
@@ -70,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-opt", "--opt", required=True)
     p.add_argument("--set", dest="overrides", action="append", default=[])
-    p.add_argument("--checkpoint", default=None, help="weights file (default: newest of the run)")
+    p.add_argument("--checkpoint", default=None, help="weights file (default: newest of the run): BasicSR .pth, "
+                   "a bare state_dict, MMagic's state_dict, or a vsr-accel training state (<iter>.state)")
     p.add_argument("--param-key", default=None, help="params / params_ema (default: params_ema if present)")
     p.add_argument("--phase", default="val", help="datasets.<phase> to evaluate on")
     p.add_argument("--testsets", default=None, metavar="ROOT",
@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
-    return report_user_errors(lambda: run(args), args.debug)
+    return run_guarded(lambda: run(args), args.debug,
+                       out_of_memory="out of memory while restoring a whole clip; evaluate on a device with more "
+                                     "memory (--device cpu) or on shorter clips",
+                       disk_full="free some space, then run it again")
 
 
 def phase_protocol(opt: Options) -> Protocol:
@@ -119,10 +122,9 @@ def run(args: argparse.Namespace) -> int:
         opened = [(f, datasets.build_dataset(f.spec, phase=f"test_{f.test_set.key}")) for f in found if f.spec]
     else:
         test_set = datasets.build_dataset(opt.dataset_kwargs(args.phase), phase=args.phase)
-    model = models.build_network(opt.network_g).to(device)
     path = Path(args.checkpoint) if args.checkpoint else newest_checkpoint(opt)
-    load_weights_strict(model, read_weights(path, args.param_key), str(path))
-    window = None if models.is_recurrent(model) else getattr(model, "num_frame", None)
+    model = models.load_network(opt.network_g, path, param_key=args.param_key).to(device)
+    window = models.input_window(model)
     restore = lambda lq: restore_clip(model, lq, device, window)  # noqa: E731
     if found is not None:
         return run_testsets(args, opt, path, restore, found, opened)

@@ -1,6 +1,8 @@
 """What the model tests share: parameter noise (so zero-initialised layers matter in a parity
-check) and a state dict's keys with their shapes."""
+check), a state dict's keys with their shapes, and MMagic's names for BasicVSR++ keys."""
 from __future__ import annotations
+
+import re
 
 import torch
 from torch import nn
@@ -18,3 +20,20 @@ def perturb(module: nn.Module, seed: int = 0, scale: float = 0.02, offset_scale:
 
 def key_shapes(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
     return [(key, tuple(value.shape)) for key, value in module.state_dict().items()]
+
+
+def mmagic_key(basicsr_key: str) -> str:
+    """Our BasicSR key -> the key MMagic's published BasicVSR++ files use, written from MMagic's
+    source independently of models/convert.py (the inverse of its rules):
+    - `generator.`: mmagic/models/base_models/base_edit_model.py holds the net as self.generator;
+    - SpyNet: SPyNetBasicModule (mmagic/models/editors/basicvsr/basicvsr_net.py) = 5 ConvModules,
+      each conv at `.conv`, where BasicSR interleaves Conv2d/ReLU (conv k at index 2k);
+    - upsampler: PixelShufflePack (mmagic/models/archs/upsample.py) `upsample1/2.upsample_conv`."""
+    spynet = re.fullmatch(r"spynet\.basic_module\.(\d)\.basic_module\.([02468])\.(weight|bias)", basicsr_key)
+    if spynet:
+        level, index, kind = spynet.groups()
+        return f"generator.spynet.basic_module.{level}.basic_module.{int(index) // 2}.conv.{kind}"
+    upconv = re.fullmatch(r"upconv([12])\.(weight|bias)", basicsr_key)
+    if upconv:
+        return f"generator.upsample{upconv.group(1)}.upsample_conv.{upconv.group(2)}"
+    return f"generator.{basicsr_key}"

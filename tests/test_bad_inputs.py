@@ -28,6 +28,7 @@ import train
 from datasets.io import LmdbWriter
 from tests.conftest import make_reds_like, tiny_options, write_options
 from vsr_accel.core.errors import ConfigError
+from vsr_accel.train import builders
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -247,7 +248,7 @@ def auto_resume_with(path: str, value) -> Callable[[Ctx], list[str]]:
 
 def raise_oom(ctx: Ctx) -> None:
     ctx.options["train"]["curriculum"] = {"type": "none"}
-    ctx.monkeypatch.setattr(train, "build_pixel_loss", lambda **kw: oom_loss)
+    ctx.monkeypatch.setattr(builders, "build_pixel_loss", lambda **kw: oom_loss)
 
 
 def oom_loss(output, target):

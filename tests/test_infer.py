@@ -23,11 +23,12 @@ from models import build_network
 from vsr_accel.infer import inference
 from vsr_accel.infer.chunking import (Chunk, SlidingWindow, max_window, plan_chunks, rank_share, tile_spans, window_context,
                                 window_indices)
+from vsr_accel.core.checkpoint import read_network_weights
 from vsr_accel.core.errors import CheckpointError
 from vsr_accel.core.pixels import quantize_like_tensor2img
 from vsr_accel.core.fsio import atomic_write_bytes, stale_temps
 from vsr_accel.infer.inference import (ModelSource, Upscaler, apply_tiled, compare_frames, frames_to_tensor, load_model,
-                                 parse_network_args, read_inference_weights, run_chunks)
+                                 parse_network_args, run_chunks)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"type": "BasicVSR", "num_feat": 8, "num_block": 1}
@@ -503,11 +504,11 @@ def test_checkpoint_layouts_give_the_same_weights(checkpoint: Path, tmp_path: Pa
                                "sampler": {}}}[layout]  # what train.py's `<iter>.state` holds
     path = tmp_path / "weights.pth"
     torch.save(blob, path)
-    loaded = read_inference_weights(path, param_key=None)
+    loaded = read_network_weights(path, param_key=None)
     expected = params if layout == "bare" else ema  # params_ema wins, as in BasicSR's test scripts
     assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected)
     if layout != "bare":
-        chosen = read_inference_weights(path, param_key="params")
+        chosen = read_network_weights(path, param_key="params")
         assert all(torch.equal(chosen[k], params[k]) for k in params)
 
 

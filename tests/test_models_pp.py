@@ -26,7 +26,7 @@ from models.edvr import EDVR
 from vsr_accel.train.step import flow_parameter_names
 from models.iconvsr import IconVSR, keyframe_indices, reflect_index, temporal_padding_order
 from tests.basicsr_ref import load
-from tests.model_helpers import key_shapes, perturb
+from tests.model_helpers import key_shapes, mmagic_key, perturb
 from vsr_accel.core.checkpoint import load_weights_strict, read_weights
 from vsr_accel.core.errors import CheckpointError, ConfigError
 
@@ -230,23 +230,6 @@ def test_feature_offloading_path_gives_the_same_output():
 
 # ---------------------------------------------------------------------------------------------
 # MMagic checkpoints
-
-
-def mmagic_key(basicsr_key: str) -> str:
-    """Our BasicSR key -> the key MMagic's published BasicVSR++ files use, written from MMagic's
-    source independently of models/convert.py (the inverse of its rules):
-    - `generator.`: mmagic/models/base_models/base_edit_model.py holds the net as self.generator;
-    - SpyNet: SPyNetBasicModule (mmagic/models/editors/basicvsr/basicvsr_net.py) = 5 ConvModules,
-      each conv at `.conv`, where BasicSR interleaves Conv2d/ReLU (conv k at index 2k);
-    - upsampler: PixelShufflePack (mmagic/models/archs/upsample.py) `upsample1/2.upsample_conv`."""
-    spynet = re.fullmatch(r"spynet\.basic_module\.(\d)\.basic_module\.([02468])\.(weight|bias)", basicsr_key)
-    if spynet:
-        level, index, kind = spynet.groups()
-        return f"generator.spynet.basic_module.{level}.basic_module.{int(index) // 2}.conv.{kind}"
-    upconv = re.fullmatch(r"upconv([12])\.(weight|bias)", basicsr_key)
-    if upconv:
-        return f"generator.upsample{upconv.group(1)}.upsample_conv.{upconv.group(2)}"
-    return f"generator.{basicsr_key}"
 
 
 def test_mmagic_keyed_checkpoint_loads_strictly_and_gives_identical_outputs(tmp_path):
@@ -568,8 +551,6 @@ def test_mmagic_checkpoint_loads_where_models_are_loaded(tmp_path):
     assert np.array_equal(outputs["basicsr"], outputs["mmagic"])
 
     from tests.conftest import make_reds_like, tiny_options, write_options
-    import train
-    from vsr_accel.train.speed import resolve_speed
     from vsr_accel.train.options import load_options
 
     data = make_reds_like(tmp_path / "reds", {"000": 6})
@@ -577,7 +558,8 @@ def test_mmagic_checkpoint_loads_where_models_are_loaded(tmp_path):
     options["network_g"] = {"type": "BasicVSRPlusPlus", **TINY_PP}
     options["path"].update(pretrain_network_g=str(mmagic_file), param_key_g=None)
     opt = load_options(write_options(tmp_path / "o.yml", options))
-    model = train.build_model(opt, resolve_speed("none", False, torch.device("cpu")), torch.device("cpu"))
+    model = models.load_network(opt.network_g, opt.path.pretrain_network_g, param_key=opt.path.param_key_g,
+                                strict=opt.path.strict_load_g)  # what train.py loads
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in model.state_dict().items())
 
 

@@ -93,5 +93,5 @@ def test_every_shipped_options_file_loads_and_plans(path):
 
     opt = load_options(path)
     models.check_model_type(opt.model_type, opt.network_g)
-    plan = builders.plan(opt, world_size=8, crop_multiple=models.required_multiple(opt.network_g))
+    plan = builders.build_plan(opt, world_size=8, crop_multiple=models.required_multiple(opt.network_g))
     assert plan["total_iter"] == sum(stage["iters"] for stage in plan["stages"]) > 0

@@ -113,20 +113,21 @@ def tiny_model(seed: int = 0) -> torch.nn.Module:
 
 
 def test_benchmarks_time_the_step_train_py_runs(tiny_reds, tmp_path):
-    """One iteration through train.py's own builder and through the benchmarks' builder, from the
-    same weights on the same batch: the same class, and bit-identical weights afterwards."""
-    import train
+    """One iteration through train.py's builders and through the benchmarks' step, from the same
+    weights on the same batch: the same class, and bit-identical weights afterwards."""
+    import models
     from benchmarks._common import ADAM_LR, FLOW_LR_MUL, StepOptions, make_step
     from tests.conftest import tiny_options, write_options
+    from vsr_accel.train import builders
     from vsr_accel.train.options import load_options
-    from vsr_accel.train.speed import resolve_speed
     from vsr_accel.train.step import TrainStep, set_lr
 
     data = tiny_options(tiny_reds, tmp_path, flow_lr_mul=FLOW_LR_MUL)
     data["train"]["optim_g"].update(lr=ADAM_LR, betas=[0.9, 0.99], fused=True)
     opt = load_options(write_options(tmp_path / "o.yml", data))
-    speed = resolve_speed(opt.train.amp, opt.train.channels_last, torch.device("cpu"))
-    ours = train.build_step(opt, train.build_model(opt, speed, torch.device("cpu")), speed)
+    speed = builders.speed_settings(opt.train, torch.device("cpu"))
+    model = builders.prepare_model(models.load_network(opt.network_g), opt.train, speed)
+    ours = builders.build_step(opt.train, model, speed, recurrent=models.is_recurrent(model))
     base = tiny_model()
     ours.model.load_state_dict(base.state_dict())
     set_lr(ours.optimizer, lambda mul: ADAM_LR * mul)

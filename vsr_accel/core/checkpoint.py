@@ -8,7 +8,6 @@ bit-flipped state is reported and skipped instead of being half-loaded.
 """
 from __future__ import annotations
 
-import errno
 import os
 import pickle
 import re
@@ -52,8 +51,36 @@ def read_weights(path: str | Path, param_key: str | None = "params") -> dict[str
         blob = blob[param_key]
     if not all(isinstance(v, torch.Tensor) for v in blob.values()):
         raise CheckpointError(f"{path}: entry '{param_key}' is not a state_dict of tensors")
-    # BasicSR strips DDP's 'module.' prefix on save; tolerate files saved without that step.
-    return {k[7:] if k.startswith("module.") else k: v for k, v in blob.items()}
+    return strip_ddp_prefix(blob)
+
+
+def strip_ddp_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """BasicSR strips DDP's `module.` prefix on save; tolerate files saved without that step."""
+    return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def read_network_weights(path: str | Path, param_key: str | None = None) -> dict[str, torch.Tensor]:
+    """Network weights from any file a user may point a loader at: a BasicSR file (`params_ema`
+    preferred over `params` unless `param_key` says otherwise), MMagic's `state_dict` (its keys
+    are converted by `models.to_basicsr_keys`), a bare state_dict, or a vsr-accel training state
+    (`<iter>.state`, whose `network` entry holds the same `params`/`params_ema` pair). All are
+    read weights-only; a file that is none of them reports why it is not a weights file."""
+    path = Path(path)
+    try:
+        return read_weights(path, param_key=param_key)
+    except CheckpointError as not_weights:
+        try:
+            state = read_training_state(path)
+        except CheckpointError:
+            raise not_weights from None
+    network = state.get("network")
+    if not isinstance(network, dict):
+        raise CheckpointError(f"{path}: training state has no 'network' weights")
+    key = param_key or next((k for k in PARAM_KEYS if isinstance(network.get(k), dict)), None)
+    weights = network.get(key) if key else None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: training state has no '{key or 'params'}' weights under 'network'")
+    return strip_ddp_prefix(weights)
 
 
 def load_failure(path: Path, exc: Exception) -> str:
@@ -86,9 +113,6 @@ def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
 
 # -- atomic writes and training states ---------------------------------------------------------
 
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
 def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save through `vsr_accel.core.fsio.atomic_writer` (temp file, fsync, rename, folder fsync,
     the umask's mode).
@@ -120,17 +144,26 @@ def _os_error_behind(exc: BaseException) -> OSError | None:
     return None
 
 
-_STATE_NAME = re.compile(r"^(\d+)\.state$")
 REQUIRED_STATE_KEYS = ("iter", "network", "optimizer", "sampler")
+STATE_NAME = "{iter}.state"
+"""A run's files, `{iter}` standing for the iteration: training states and BasicSR's weights."""
+WEIGHTS_NAME = "net_g_{iter}.pth"
+
+
+def numbered_files(folder: str | Path, pattern: str) -> list[Path]:
+    """Files in `folder` named like `pattern` (e.g. `STATE_NAME`), newest iteration first; temp
+    files of killed writes never match. A missing folder holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    regex = re.compile("^" + re.escape(pattern).replace(re.escape("{iter}"), r"(\d+)") + "$")
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := regex.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
 
 
 def list_training_states(folder: str | Path) -> list[Path]:
     """Training states `<iter>.state` in `folder`, newest iteration first (temp files ignored)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STATE_NAME.match(p.name))]
-    return [p for _, p in sorted(found, reverse=True)]
+    return numbered_files(folder, STATE_NAME)
 
 
 def read_training_state(path: str | Path) -> dict[str, Any]:
@@ -186,10 +219,7 @@ def prune(folder: str | Path, pattern: str, keep_last: int) -> None:
     """Delete all but the newest `keep_last` files named like `pattern` (`{iter}` is the number)."""
     if keep_last <= 0:
         return
-    regex = re.compile("^" + re.escape(pattern).replace(re.escape("{iter}"), r"(\d+)") + "$")
-    folder = Path(folder)
-    found = sorted(((int(m.group(1)), p) for p in folder.iterdir() if (m := regex.match(p.name))), reverse=True)
-    for _, path in found[keep_last:]:
+    for path in numbered_files(folder, pattern)[keep_last:]:
         path.unlink(missing_ok=True)
 
 

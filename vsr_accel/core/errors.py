@@ -1,10 +1,21 @@
-"""Errors caused by what the user gave us (options, data, checkpoints).
+"""Errors caused by what the user gave us (options, data, checkpoints), and the one way entry
+points exit on them.
 
-Entry points catch `VSRError` and print its message as one line, without a traceback
-(unless `--debug`), then exit non-zero. Every message names the culprit: the file, the
-option key path or the value. Bugs in our own code stay ordinary exceptions, so they keep
-their tracebacks.
+Entry points run through `run_guarded`: a `VSRError` becomes its message as one line, without a
+traceback (unless `--debug`), and exit 2; so do the two failures of the machine that a user can
+act on, out of memory (exit 3) and a full disk (exit 2), each with the entry point's advice. Every
+message names the culprit: the file, the option key path or the value. Bugs in our own code stay
+ordinary exceptions, so they keep their tracebacks.
 """
+from __future__ import annotations
+
+import errno
+import sys
+from collections.abc import Callable
+
+import torch
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class VSRError(Exception):
@@ -34,15 +45,36 @@ def one_line(exc: BaseException) -> str:
     return last[len(prefix):] if last.startswith(prefix) else last
 
 
-def report_user_errors(run, debug: bool) -> int:
-    """Run an entry point's `run()`; a VSRError becomes one `error:` line on stderr and exit 2
-    (the traceback only with --debug). Shared by train.py, infer.py and scripts/evaluate.py."""
-    import sys
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
+
+def report_user_errors(run: Callable[[], int], debug: bool) -> int:
+    """Run an entry point's `run()`; a VSRError becomes one `error:` line on stderr and exit 2
+    (the traceback only with --debug)."""
     try:
         return run()
     except VSRError as exc:
         if debug:
             raise
         print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def run_guarded(run: Callable[[], int], debug: bool, *, out_of_memory: str, disk_full: str) -> int:
+    """An entry point's `run()` with every expected failure as one `error:` line: user errors
+    (exit 2), out of memory (exit 3: `out_of_memory` says what ran out and what to reduce), a full
+    disk (exit 2: `disk_full` says what was kept and how to go on). `debug` shows the traceback."""
+    try:
+        return report_user_errors(run, debug)
+    except torch.OutOfMemoryError as exc:
+        if debug:
+            raise
+        print(f"error: {out_of_memory} ({first_line(exc)})", file=sys.stderr)
+        return 3
+    except OSError as exc:
+        if debug or exc.errno not in DISK_FULL_ERRNOS:
+            raise
+        print(f"error: {exc.filename or 'a file'}: {exc.strerror}; {disk_full}", file=sys.stderr)
         return 2

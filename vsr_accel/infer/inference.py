@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from vsr_accel.core.checkpoint import PARAM_KEYS, load_weights_strict, read_training_state, read_weights
 from vsr_accel.core.config import read_yaml
-from vsr_accel.core.errors import CheckpointError, ConfigError, DataError
+from vsr_accel.core.errors import ConfigError, DataError
 from vsr_accel.core.pixels import quantize_like_tensor2img, uint8_to_unit_float
 from vsr_accel.eval.metrics import calculate_psnr
 from vsr_accel.infer.chunking import EDVR_TEST_PADDING, Chunk, SlidingWindow, tile_spans, window_context
@@ -64,11 +63,12 @@ class FrameSink(Protocol):
 
 
 class NetworkRegistry(Protocol):
-    """What loading needs from `models` (passed in: `vsr_accel/` never imports `models`)."""
+    """What loading needs from `models` (passed in: `vsr_accel/` never imports `models`): its one
+    loader, the sliding-window rule and the frame-size multiple."""
 
-    def build_network(self, spec: Mapping[str, Any]) -> torch.nn.Module: ...
+    def load_network(self, spec: Mapping[str, Any], checkpoint: Path, *, param_key: str | None) -> torch.nn.Module: ...
 
-    def is_recurrent(self, module: torch.nn.Module) -> bool: ...
+    def input_window(self, net: torch.nn.Module) -> int | None: ...
 
     def required_multiple(self, network: Mapping[str, Any]) -> int: ...
 
@@ -136,47 +136,21 @@ def resolve_model_source(*, opt: str | None, network: str | None, network_args: 
     return ModelSource(spec=spec, checkpoint=Path(checkpoint), param_key=param_key)
 
 
-def read_inference_weights(path: Path, param_key: str | None) -> dict[str, torch.Tensor]:
-    """Weights from a BasicSR file (`params_ema` preferred over `params` unless `param_key` says
-    otherwise), a bare state_dict, or a vsr-accel training state (`<iter>.state`, whose
-    `network` entry holds the same `params`/`params_ema` pair); all read weights-only."""
-    try:
-        return read_weights(path, param_key=param_key)
-    except CheckpointError as not_weights:
-        try:
-            state = read_training_state(path)
-        except CheckpointError:
-            raise not_weights from None
-    network = state.get("network")
-    if not isinstance(network, dict):
-        raise CheckpointError(f"{path}: training state has no 'network' weights")
-    key = param_key or next((k for k in PARAM_KEYS if isinstance(network.get(k), dict)), None)
-    weights = network.get(key) if key else None
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise CheckpointError(f"{path}: training state has no '{key or 'params'}' weights under 'network'")
-    return {k[7:] if k.startswith("module.") else k: v for k, v in weights.items()}
-
-
 @dataclass
 class LoadedModel:
     net: torch.nn.Module
-    recurrent: bool
-    window: int  # input frames per output frame for sliding-window models; 0 for recurrent ones
+    window: int | None  # input frames per output frame of a sliding-window network; None: recurrent
     multiple: int  # LR sides are padded up to a multiple of this
 
 
 def load_model(source: ModelSource, device: torch.device, networks: NetworkRegistry) -> LoadedModel:
-    """The network of `source` with its weights, in eval mode on `device`. The weights are read
-    first, so a bad checkpoint is reported before any network (or SpyNet file) is built."""
-    state = networks.to_basicsr_keys(source.spec["type"], read_inference_weights(source.checkpoint, source.param_key))
-    with warnings.catch_warnings():
+    """The network of `source` with its weights (the `models` loader: the weights are read first,
+    so a bad checkpoint is reported before any network is built), in eval mode on `device`."""
+    with warnings.catch_warnings():  # the checkpoint holds SpyNet's (and EDVR's) weights: no pretrained file needed
         warnings.filterwarnings("ignore", message=".*(spynet_path|edvr_path) is not set.*")
-        net = networks.build_network(source.spec)
-    load_weights_strict(net, state, str(source.checkpoint))
+        net = networks.load_network(source.spec, source.checkpoint, param_key=source.param_key)
     net.eval().to(device)
-    recurrent = networks.is_recurrent(net)
-    window = 0 if recurrent else int(getattr(net, "num_frame", source.spec.get("num_frame", 5)))
-    return LoadedModel(net=net, recurrent=recurrent, window=window, multiple=networks.required_multiple(source.spec))
+    return LoadedModel(net=net, window=networks.input_window(net), multiple=networks.required_multiple(source.spec))
 
 
 # ----------------------------------------------------------------------------- restoring frames
@@ -235,7 +209,7 @@ class Upscaler:
         self.padding = padding
 
     def context(self, requested: int) -> int:
-        return requested if self.model.recurrent else window_context(self.model.window, self.padding)
+        return requested if self.model.window is None else window_context(self.model.window, self.padding)
 
     def _autocast(self):
         if self.half_dtype is None:
@@ -249,9 +223,8 @@ class Upscaler:
     def restore(self, chunk: Chunk, frames: Sequence[np.ndarray]) -> torch.Tensor:
         """uint8 RGB (chunk.size, 3, H, W) on the CPU."""
         lq = frames_to_tensor(frames)
-        window = None if self.model.recurrent else self.model.window
         with self._autocast():
-            return restore_frames(self.model.net, lq, chunk, self.num_frames, self.device, window=window,
+            return restore_frames(self.model.net, lq, chunk, self.num_frames, self.device, window=self.model.window,
                                   padding=self.padding, apply=self._tiled)
 
 

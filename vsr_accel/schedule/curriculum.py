@@ -140,6 +140,12 @@ class Schedule:
         return " / ".join(stage.label for stage in self.stages)
 
 
+def describe_stage(stage: Stage) -> str:
+    """How errors and warnings name a stage (e.g. what did not fit in memory)."""
+    return (f"stage {stage.index + 1} (LR crop {stage.lr_crop}, {stage.num_frames} frames, "
+            f"{stage.batch_per_device} clips per device)")
+
+
 # -- builder -----------------------------------------------------------------------------------
 
 

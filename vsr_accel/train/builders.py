@@ -1,23 +1,37 @@
-"""Options -> the run's curriculum, LR schedule and plan: the one translation that `train.py`,
-`experiments/`, `infer.py` and `scripts/` share, so that `--plan`, the ablation runner and the
-trainer can never disagree about what a recipe means.
+"""Options -> the trainer's components: the one translation that `train.py`, `experiments/`,
+`benchmarks/` and `scripts/` share, so that `--plan`, the ablation runner, the benchmarks and the
+trainer can never disagree about what an options file means.
 
-Callers pass what only they know as explicit arguments: the network's crop multiple (from
-`models.required_multiple`, which this torch-free core cannot import), and, once the data is
-open, its longest clip and smallest LR frame, so that a curriculum the data cannot feed is
-refused at start-up instead of failing inside a DataLoader worker.
+Components take explicit arguments; this module reads the options and passes them on
+(torchtune's recipe/builder split). The network itself is `models.load_network`'s (the core may
+not import `models`), so callers pass what only `models` knows: the network's crop multiple and
+whether it is recurrent. Once the data is open they also pass its longest clip and smallest LR
+frame, so that a curriculum the data cannot feed is refused at start-up instead of failing inside
+a DataLoader worker.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
-from vsr_accel.schedule.curriculum import Schedule, Stage, build_schedule
+import torch
+
+from vsr_accel.core.distributed import DistContext
+from vsr_accel.core.rng import loader_generator
+from vsr_accel.schedule.curriculum import Schedule, build_schedule
 from vsr_accel.schedule.lr import LRSchedule
-from vsr_accel.train.options import Options
 from vsr_accel.schedule.plan import plan_dict
+from vsr_accel.schedule.sampler import MultigridBatchSampler
+from vsr_accel.train.ema import EMA
+from vsr_accel.train.guards import ignore_stop_signals
+from vsr_accel.train.losses import build_pixel_loss
+from vsr_accel.train.options import Options, TrainOptions
+from vsr_accel.train.speed import SpeedSettings, apply_layout, enable_activation_checkpointing, resolve_speed
+from vsr_accel.train.step import TrainStep, build_optimizer
 
 
+# -- the schedule ------------------------------------------------------------------------------
 def build_curriculum(opt: Options, *, crop_multiple: int, max_frames: int | None = None,
                      min_lr_size: tuple[int, int] | None = None) -> Schedule:
     section = opt.dataset_section("train")
@@ -43,14 +57,84 @@ def build_lr_schedule(opt: Options, schedule: Schedule, world_size: int) -> LRSc
                       restart_weights=tr.scheduler.restart_weights)
 
 
-def plan(opt: Options, *, world_size: int, crop_multiple: int) -> dict[str, Any]:
+def build_plan(opt: Options, *, world_size: int, crop_multiple: int) -> dict[str, Any]:
     """What `train.py --plan` prints: every stage's shape, batch, LRs and relative cost."""
     schedule = build_curriculum(opt, crop_multiple=crop_multiple)
     return plan_dict(schedule, build_lr_schedule(opt, schedule, world_size), scale=opt.scale,
                      world_size=world_size, grad_accum=opt.train.grad_accum)
 
 
-def describe_stage(stage: Stage) -> str:
-    """How errors name a stage (e.g. what did not fit in memory)."""
-    return (f"stage {stage.index + 1} (LR crop {stage.lr_crop}, {stage.num_frames} frames, "
-            f"{stage.batch_per_device} clips per device)")
+# -- the model and the step ----------------------------------------------------------------------
+def speed_settings(train: TrainOptions, device: torch.device) -> SpeedSettings:
+    """`train.amp` and `train.channels_last`, resolved for this device (`auto` / `~` pick the
+    measured defaults, `vsr_accel.train.speed.resolve_speed`)."""
+    return resolve_speed(train.amp, train.channels_last, device)
+
+
+def prepare_model(model: torch.nn.Module, train: TrainOptions, speed: SpeedSettings, *, network: str = "",
+                  source: str = "") -> torch.nn.Module:
+    """The network as the step trains it: in the speed settings' memory layout, with activation
+    checkpointing when `train.checkpoint_propagation` asks for it (`network`, `source`: for the
+    message when the network has none)."""
+    model = apply_layout(model, speed)
+    if train.checkpoint_propagation:
+        enable_activation_checkpointing(model, network or type(model).__name__, source)
+    return model
+
+
+def build_step(train: TrainOptions, model: torch.nn.Module, speed: SpeedSettings, *, recurrent: bool) -> TrainStep:
+    """The training step `train.py` runs and every benchmark times: BasicSR's optimizer groups,
+    the pixel loss, precision, accumulation, clipping and EMA from `train.*`. `recurrent` is
+    `models.is_recurrent(model)` (sliding-window networks are trained on the centre GT frame)."""
+    o = train.optim_g
+    optimizer = build_optimizer(model, type=o.type, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
+                                flow_lr_mul=train.flow_lr_mul, dcn_lr_mul=train.dcn_lr_mul, fused=o.fused,
+                                foreach=o.foreach)
+    return TrainStep(model, optimizer, build_pixel_loss(**dataclasses.asdict(train.pixel_opt)),
+                     amp_dtype=speed.amp_dtype, channels_last=speed.channels_last, grad_accum=train.grad_accum,
+                     grad_clip=train.grad_clip, ema=EMA(model, train.ema_decay) if train.ema_decay > 0 else None,
+                     recurrent=recurrent)
+
+
+# -- the data ------------------------------------------------------------------------------------
+def build_sampler(opt: Options, schedule: Schedule, dataset_len: int, ctx: DistContext) -> MultigridBatchSampler:
+    section = opt.dataset_section("train")
+    return MultigridBatchSampler(schedule, dataset_len, rank=ctx.rank, world_size=ctx.world_size,
+                                 grad_accum=opt.train.grad_accum, seed=opt.manual_seed,
+                                 enlarge_ratio=section.get("dataset_enlarge_ratio", 1),
+                                 shuffle=section.get("use_shuffle", True))
+
+
+def default_workers(ctx: DistContext) -> int:
+    """`num_worker_per_gpu` when not set: the cores left per rank after one for the step, at
+    least 1 and at most 8 (1 on the 2-core CPU, enough for every stage: benchmarks/bench_data.py)."""
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size) or 1)
+    return max(1, min(8, (os.cpu_count() or 2) // max(1, per_node) - 1))
+
+
+def make_loader(dataset, sampler: MultigridBatchSampler, *, workers: int, pin_memory: bool,
+                persistent_workers: bool = True, prefetch_factor: int = 2,
+                generator: torch.Generator | None = None) -> torch.utils.data.DataLoader:
+    """The trainer's DataLoader: one for the whole run (the sampler carries every batch's shape),
+    workers that leave stop signals to the trainer (`guards.ignore_stop_signals`)."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
+        persistent_workers=workers > 0 and persistent_workers, prefetch_factor=prefetch_factor if workers > 0 else None,
+        worker_init_fn=ignore_stop_signals, generator=generator)
+
+
+def build_loader(opt: Options, dataset, sampler: MultigridBatchSampler, ctx: DistContext) -> torch.utils.data.DataLoader:
+    """Built after the resume, so the workers' seed can follow (seed, rank, start iteration)."""
+    section = opt.dataset_section("train")
+    return make_loader(dataset, sampler, workers=int(section.get("num_worker_per_gpu", default_workers(ctx))),
+                       pin_memory=bool(section.get("pin_memory", ctx.device.type == "cuda")),
+                       persistent_workers=bool(section.get("persistent_workers", True)),
+                       generator=loader_generator(opt.manual_seed, ctx.rank, sampler.start_iter))
+
+
+def validation_phases(opt: Options) -> dict[str, str]:
+    """BasicSR validates on `datasets.val` and every `datasets.val_*`: phase -> its `name` (the
+    phase itself when unnamed); none when the options have no `val` section."""
+    if opt.val is None:
+        return {}
+    return {p: opt.datasets[p].get("name", p) for p in opt.datasets if p == "val" or p.startswith("val_")}

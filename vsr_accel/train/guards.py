@@ -1,5 +1,5 @@
 """What keeps a training run safe to stop and restart: stop signals, the NaN/Inf watch, DataLoader
-worker shutdown, and the messages for out-of-memory and full disks.
+worker shutdown, and train.py's advice for out-of-memory and full disks.
 
 Each guard is a small object or context manager the recipe puts around its loop; none of them
 reads a device value per step.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 
 from vsr_accel.core import checkpoint as ckpt
 from vsr_accel.core.distributed import DistContext
-from vsr_accel.core.errors import VSRError, report_user_errors
+from vsr_accel.core.errors import VSRError, first_line
 
 
 class StopFlag:
@@ -113,11 +112,6 @@ def workers_stopped(batches) -> Iterator[None]:
                 worker.join()
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 @contextlib.contextmanager
 def oom_names_stage(describe_stage: Callable[[], str]) -> Iterator[None]:
     """Out-of-memory errors name the curriculum stage (shape and batch) that did not fit."""
@@ -127,26 +121,8 @@ def oom_names_stage(describe_stage: Callable[[], str]) -> Iterator[None]:
         raise torch.OutOfMemoryError(f"{describe_stage()}: {first_line(exc)}") from exc
 
 
-def oom_message(exc: BaseException) -> str:
-    return ("out of memory during training; reduce datasets.train.batch_size_per_gpu or the crop "
-            "(train.curriculum.lr_crops / datasets.train.gt_size), or set train.checkpoint_propagation: true "
-            f"({first_line(exc)})")
-
-
-def run_guarded(run: Callable[[], int], debug: bool) -> int:
-    """An entry point's `run()` with every expected failure as one `error:` line: user errors
-    (exit 2), out of memory (exit 3, with what to reduce), a full disk (exit 2, the last complete
-    checkpoint is kept). `debug` shows the traceback instead."""
-    try:
-        return report_user_errors(run, debug)
-    except torch.OutOfMemoryError as exc:
-        if debug:
-            raise
-        print(f"error: {oom_message(exc)}", file=sys.stderr)
-        return 3
-    except OSError as exc:
-        if debug or exc.errno not in ckpt.DISK_FULL_ERRNOS:
-            raise
-        print(f"error: {exc.filename or 'a file'}: {exc.strerror}; free some space, then resume with "
-              "--auto_resume (the last complete checkpoint is kept)", file=sys.stderr)
-        return 2
+OUT_OF_MEMORY = ("out of memory during training; reduce datasets.train.batch_size_per_gpu or the crop "
+                 "(train.curriculum.lr_crops / datasets.train.gt_size), or set train.checkpoint_propagation: true")
+"""train.py's advice when a stage does not fit (`vsr_accel.core.errors.run_guarded`)."""
+DISK_FULL = "free some space, then resume with --auto_resume (the last complete checkpoint is kept)"
+"""train.py's advice when the disk fills up: saves are atomic, so the last complete state survives."""

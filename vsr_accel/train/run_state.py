@@ -264,14 +264,14 @@ class RunState:
             "train_seconds": clocks.train_seconds, "wall_seconds": clocks.wall_seconds,
         }
         try:
-            ckpt.atomic_save(weights, self.dirs.models / f"net_g_{it}.pth")
-            ckpt.atomic_save(state, self.dirs.states / f"{it}.state")
+            ckpt.atomic_save(weights, self.dirs.models / ckpt.WEIGHTS_NAME.format(iter=it))
+            ckpt.atomic_save(state, self.dirs.states / ckpt.STATE_NAME.format(iter=it))
         except CheckpointError as exc:
             previous = ckpt.list_training_states(self.dirs.states)
             kept = f"the last complete state is {previous[0]}" if previous else "no earlier state exists"
             raise CheckpointError(f"{exc}; {kept}; free some space, then resume with --auto_resume") from exc
-        ckpt.prune(self.dirs.states, "{iter}.state", self.keep_last)
-        ckpt.prune(self.dirs.models, "net_g_{iter}.pth", self.keep_last)
+        ckpt.prune(self.dirs.states, ckpt.STATE_NAME, self.keep_last)
+        ckpt.prune(self.dirs.models, ckpt.WEIGHTS_NAME, self.keep_last)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,43 @@
+"""The one network loader: build a `network_g` spec and load weights into it.
+
+`train.py` (pretrained weights, strict or not), `scripts/evaluate.py`, `infer.py` (through
+`vsr_accel.infer.inference.load_model`), `experiments/` and the benchmarks all come through here,
+so every entry point reads the same files the same way: BasicSR's `params`/`params_ema`, a bare
+state_dict, MMagic's `state_dict` (keys converted by `models.convert`) or a vsr-accel training
+state, always weights-only.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+import models  # the registry (build_network, is_recurrent); used at call time, after the package has loaded
+from models.convert import to_basicsr_keys
+from vsr_accel.core.checkpoint import load_weights_strict, read_network_weights
+
+
+def load_network(spec: Mapping[str, Any], checkpoint: str | Path | None = None, *, param_key: str | None = None,
+                 strict: bool = True, key: str = "network_g") -> nn.Module:
+    """`spec`'s network, with the weights of `checkpoint` when one is given (`param_key`: which
+    entry of the file, None for `params_ema`, else `params`, else MMagic's `state_dict`). The
+    weights are read first, so a bad file is reported before a network (or its SpyNet file) is
+    built. `strict=False` is BasicSR's `strict_load_g: false`: keys that do not fit are skipped."""
+    state = None
+    if checkpoint is not None:
+        state = to_basicsr_keys(spec.get("type"), read_network_weights(checkpoint, param_key))
+    net = models.build_network(spec, key)
+    if state is not None:
+        if strict:
+            load_weights_strict(net, state, str(checkpoint))
+        else:
+            net.load_state_dict(state, strict=False)
+    return net
+
+
+def input_window(net: nn.Module) -> int | None:
+    """Input frames a sliding-window network (EDVR) reads per output frame, its `num_frame`; None
+    for a recurrent network, which reads the whole clip (the `window` of `vsr_accel.infer.restore`)."""
+    return None if models.is_recurrent(net) else int(net.num_frame)
