@@ -57,7 +57,7 @@ def sample_iterations(schedule: Schedule, warmup_iter: int, max_points: int = 12
 
 
 def curriculum_curve(label: str, schedule: Schedule, lr_schedule: LRSchedule) -> CurriculumCurve:
-    iters = sample_iterations(schedule, max(lr_schedule.warmup_iter, 0))
+    iters = sample_iterations(schedule, lr_schedule.warmup_iters)
     stages = [schedule.stage_at(t) for t in iters]
     lrs = [lr_schedule.lr_at(t) for t in iters]
     # one closing point at total_iter so the last iteration's step is drawn to the end of the run

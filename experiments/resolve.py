@@ -21,7 +21,7 @@ from experiments.definitions import (ScaleSpec, SectionSpec, StageSpec, TableSpe
                                      pick)
 from vsr_accel.train import builders
 from vsr_accel.core.config import apply_overrides, read_yaml
-from vsr_accel.schedule.curriculum import Schedule
+from vsr_accel.schedule.curriculum import Schedule, global_batch
 from vsr_accel.core.errors import ConfigError
 from vsr_accel.schedule.lr import LRSchedule
 from vsr_accel.train.options import Options, load_options
@@ -86,9 +86,8 @@ class ResolvedVariant:
     def work(self) -> float:
         """FLOP-proportional work of the whole run (global samples x crop^2 x frames), in units of
         one baseline-shape sample: the dry run's cost estimate."""
-        per_step = self.world_size * self.opt.train.grad_accum
-        return sum(stage.iters * self.schedule.batch_per_device * per_step * self.schedule.compute_per_iter(stage)
-                   for stage in self.schedule.stages)
+        baseline_batch = global_batch(self.schedule.batch_per_device, self.world_size, self.opt.train.grad_accum)
+        return sum(stage.iters * baseline_batch * self.schedule.compute_per_iter(stage) for stage in self.schedule.stages)
 
 
 def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:

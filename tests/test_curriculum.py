@@ -114,15 +114,6 @@ def test_stage_at_and_boundaries():
             schedule.stage_at(bad)
 
 
-def test_samples_before_counts_global_samples_with_per_stage_batches():
-    schedule = build_schedule("multigrid", 60, 64, 15, 4, stage_batches=[8, 8, 8, 4, 4, 4])
-    # stage iters are 10 each; a global batch is batch x world_size 2 x grad_accum 3.
-    assert schedule.samples_before(0, 2, 3) == 0
-    assert schedule.samples_before(15, 2, 3) == 10 * 48 + 5 * 48
-    assert schedule.samples_before(35, 2, 3) == 30 * 48 + 5 * 24
-    assert schedule.samples_before(60, 2, 3) == 30 * 48 + 30 * 24
-    assert schedule.samples_before(7) == 7 * 8
-
 
 def test_compute_ratio_of_the_default_reds_multigrid_is_24_over_11():
     schedule = build_schedule("multigrid", 300_000, 64, 15, 4)

@@ -42,6 +42,17 @@ def test_two_ranks_share_shapes_and_split_indices_covering_each_epoch():
            [k.index for k in per_rank[1][0]] != [k.index for k in per_rank[1][2]]
 
 
+def test_cursor_counts_global_samples_with_per_stage_batches():
+    schedule = build_schedule("multigrid", 60, 64, 15, 4, stage_batches=[8, 8, 8, 4, 4, 4])
+    # stage iters are 10 each; a global batch is batch x world_size 2 x grad_accum 3.
+    sampler = MultigridBatchSampler(schedule, 10**6, world_size=2, grad_accum=3)
+    assert sampler.cursor_at(0).consumed == 0
+    assert sampler.cursor_at(15).consumed == 10 * 48 + 5 * 48
+    assert sampler.cursor_at(35).consumed == 30 * 48 + 5 * 24
+    assert sampler.cursor_at(60).consumed == 30 * 48 + 30 * 24
+    assert MultigridBatchSampler(schedule, 10**6).cursor_at(7).consumed == 7 * 8
+
+
 def test_global_stream_does_not_depend_on_how_ranks_and_accumulation_split_it():
     # 8 samples per step either as one device, or 2 ranks x 2 micro-steps x 2 samples.
     single = MultigridBatchSampler(six_stage(batch=8), 20, seed=5, drop_last=False)
@@ -61,7 +72,7 @@ def test_drop_last_false_uses_every_clip_of_every_epoch_in_order():
     schedule = six_stage(total_iter=12, batch=1, stage_batches=[3, 3, 5, 5, 2, 2])
     sampler = MultigridBatchSampler(schedule, 7, seed=1, drop_last=False)
     flat = [k.index for batch in sampler for k in batch]
-    assert len(flat) == schedule.samples_before(12) == 2 * (3 + 3 + 5 + 5 + 2 + 2)
+    assert len(flat) == sampler.cursor_at(12).consumed == 2 * (3 + 3 + 5 + 5 + 2 + 2)
     for epoch in range(len(flat) // 7):
         assert flat[7 * epoch:7 * epoch + 7] == epoch_permutation(1, epoch, 7)
 
@@ -123,13 +134,13 @@ def test_resume_mid_stage_from_state_dict_yields_the_same_next_batches(drop_last
         if len(consumed_batches) == 2 * 7:  # stop after iteration 6, i.e. inside stage 3
             break
     state = interrupted.state_dict(next_iter=7)
-    assert state["next_iter"] == 7 and state["consumed"] == schedule.samples_before(7, 2, 2)
+    assert state["next_iter"] == 7 and state["consumed"] == 7 * 3 * 2 * 2  # 7 global batches of 3 x 2 ranks x 2
     resumed = make()
     resumed.load_state_dict(pickle.loads(pickle.dumps(state)))
     assert len(resumed) == len(uninterrupted) - 14
     assert list(resumed) == uninterrupted[14:]
-    restarted = make()
-    restarted.set_start_iter(7)
+    restarted = make()  # the same position from arithmetic alone, without iterating first
+    restarted.load_state_dict(make().state_dict(next_iter=7))
     assert list(restarted) == uninterrupted[14:]
 
 
@@ -168,7 +179,7 @@ def test_exact_len_and_grad_accum_structure():
         stage = schedule.stage_at(t)
         assert all((k.lr_crop, k.num_frames) == (stage.lr_crop, stage.num_frames)
                    for batch in batches[4 * t:4 * t + 4] for k in batch)
-    sampler.set_start_iter(10)
+    sampler.load_state_dict(sampler.state_dict(next_iter=10))
     assert len(sampler) == len(list(sampler)) == 8
 
 
@@ -183,7 +194,7 @@ def test_sampler_never_touches_the_global_rngs():
     torch_state, python_state = torch.get_rng_state(), random.getstate()
     sampler = MultigridBatchSampler(six_stage(total_iter=12, batch=2), 7, seed=0)
     list(sampler)
-    sampler.set_start_iter(5)
+    sampler.load_state_dict(sampler.state_dict(next_iter=5))
     list(sampler)
     assert torch.equal(torch.get_rng_state(), torch_state)
     assert random.getstate() == python_state
@@ -234,7 +245,7 @@ def test_bad_setups_and_mismatched_states():
     resumed = MultigridBatchSampler(schedule, 20, seed=1)
     resumed.load_state_dict(state)
     with pytest.raises(ValueError):
-        resumed.set_start_iter(2)  # before the checkpoint: unknown history
+        resumed.state_dict(next_iter=2)  # before the checkpoint: unknown history
     assert resumed.cursor_at(3) == StreamCursor(state["consumed"], state["epoch"], state["offset"])
 
 

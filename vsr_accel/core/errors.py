@@ -13,8 +13,6 @@ import errno
 import sys
 from collections.abc import Callable
 
-import torch
-
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -66,6 +64,8 @@ def run_guarded(run: Callable[[], int], debug: bool, *, out_of_memory: str, disk
     """An entry point's `run()` with every expected failure as one `error:` line: user errors
     (exit 2), out of memory (exit 3: `out_of_memory` says what ran out and what to reduce), a full
     disk (exit 2: `disk_full` says what was kept and how to go on). `debug` shows the traceback."""
+    import torch  # here, not above: the schedule's modules import this file on machines without torch
+
     try:
         return report_user_errors(run, debug)
     except torch.OutOfMemoryError as exc:

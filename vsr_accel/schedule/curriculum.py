@@ -36,10 +36,10 @@ model must end on, are never shortened). ``stage_iters`` overrides this.
 from __future__ import annotations
 
 import bisect
-import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from vsr_accel.core.checks import closest, is_int, is_number
 from vsr_accel.core.errors import ConfigError
 
 KINDS = ("multigrid", "synchronous", "spatial", "temporal", "none", "custom")
@@ -73,6 +73,12 @@ class Stage:
     def label(self) -> str:
         """The paper's notation, e.g. '32&7' (Tables 8-9)."""
         return f"{self.lr_crop}&{self.num_frames}"
+
+
+def global_batch(batch_per_device: int, world_size: int, grad_accum: int) -> int:
+    """Samples per optimizer step: every device's micro-batches over the accumulation steps. The
+    sampler draws this many per iteration and the linear scaling rule scales the LR by it."""
+    return batch_per_device * world_size * grad_accum
 
 
 @dataclass(frozen=True)
@@ -110,18 +116,6 @@ class Schedule:
             raise ValueError(f"iteration {t} is outside the run [0, {self.total_iter})")
         position = bisect.bisect_right(self.boundaries, t)
         return self.stages[position]
-
-    def samples_before(self, t: int, world_size: int = 1, grad_accum: int = 1) -> int:
-        """Global samples consumed by iterations < t (0 <= t <= total_iter): the position in the
-        sample stream where iteration t starts, for the sampler and for resuming."""
-        if not 0 <= t <= self.total_iter:
-            raise ValueError(f"iteration {t} is outside [0, {self.total_iter}]")
-        per_step = world_size * grad_accum
-        total = 0
-        for stage in self.stages:
-            done = min(max(t - stage.start_iter, 0), stage.iters)
-            total += done * stage.batch_per_device * per_step
-        return total
 
     def compute_per_iter(self, stage: Stage) -> float:
         """Work of one iteration of `stage` relative to one baseline iteration, taking the cost
@@ -229,8 +223,8 @@ def _custom_stages(stages: Sequence[Mapping[str, Any]] | None, total_iter: int, 
             raise ConfigError(f"{where}: expected a mapping with lr_crop, num_frames and iters, got {stage!r}")
         unknown = [k for k in stage if k not in STAGE_KEYS]
         if unknown:
-            close = difflib.get_close_matches(str(unknown[0]), STAGE_KEYS, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+            close = closest(str(unknown[0]), STAGE_KEYS)
+            hint = f"did you mean '{close}'? " if close else ""
             raise ConfigError(f"{where}.{unknown[0]}: unknown stage key ({hint}valid: {', '.join(STAGE_KEYS)})")
         for required in STAGE_KEYS[:3]:
             if stage.get(required) is None:
@@ -243,7 +237,7 @@ def _custom_stages(stages: Sequence[Mapping[str, Any]] | None, total_iter: int, 
             _check_positive_int(batch, f"{where}.batch_per_device")
         batches.append(batch_per_device if batch is None else batch)
         lr = stage.get("lr")
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+        if lr is not None and (not is_number(lr) or not lr > 0):
             raise ConfigError(f"{where}.lr: must be a positive number or null (base LR), got {lr!r}")
         lrs.append(None if lr is None else float(lr))
     if sum(iters) != total_iter:
@@ -377,7 +371,7 @@ def _stage_lrs(stage_lrs: Sequence[float | None] | None, count: int, key_prefix:
     for lr in lrs:
         if lr is None:
             continue
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        if not is_number(lr) or not lr > 0:
             raise ConfigError(f"{key}: entries must be positive numbers or null (base LR), got {lr!r}")
     return [None if lr is None else float(lr) for lr in lrs]
 
@@ -400,13 +394,13 @@ def _stage_batches(stage_batches: Sequence[int] | None, count: int, batch_per_de
 def _check_kind(kind: str, key_prefix: str) -> None:
     if kind in KINDS:
         return
-    close = difflib.get_close_matches(str(kind), KINDS, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    close = closest(str(kind), KINDS)
+    hint = f"; did you mean '{close}'?" if close else ""
     raise ConfigError(f"{key_prefix}.kind: unknown curriculum '{kind}'{hint} (choose from {', '.join(KINDS)})")
 
 
 def _check_positive_int(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
@@ -419,7 +413,7 @@ def _as_list(values: object, key: str) -> list:
 def _int_list(values: object, key: str) -> list[int]:
     items = _as_list(values, key)
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, int):
+        if not is_int(item):
             raise ConfigError(f"{key}: entries must be integers, got {item!r}")
     return items
 

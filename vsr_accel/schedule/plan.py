@@ -6,7 +6,6 @@ from typing import Any
 
 from vsr_accel.schedule.curriculum import Schedule
 from vsr_accel.schedule.lr import LRSchedule
-from vsr_accel.schedule.lr.scaling import global_batch
 
 
 def plan_dict(schedule: Schedule, lr_schedule: LRSchedule, *, scale: int, world_size: int,
@@ -23,7 +22,7 @@ def plan_dict(schedule: Schedule, lr_schedule: LRSchedule, *, scale: int, world_
             "gt_crop": stage.lr_crop * scale,
             "frames": stage.num_frames,
             "batch_per_device": stage.batch_per_device,
-            "global_batch": global_batch(stage.batch_per_device, world_size, grad_accum),
+            "global_batch": lr_schedule.global_batch(stage),
             "lr_peak": lr_schedule.peak_lr(stage),
             "lr_start": lr_schedule.lr_at(stage.start_iter),
             "lr_end": lr_schedule.lr_at(stage.end_iter - 1),
@@ -36,7 +35,7 @@ def plan_dict(schedule: Schedule, lr_schedule: LRSchedule, *, scale: int, world_
                      "frames": schedule.num_frames, "batch_per_device": schedule.batch_per_device},
         "world_size": world_size,
         "grad_accum": grad_accum,
-        "warmup_iter": max(lr_schedule.warmup_iter, 0) if lr_schedule.warmup != "none" else 0,
+        "warmup_iter": lr_schedule.warmup_iters,
         "scheduler": lr_schedule.scheduler,
         "lr_restarts": lr_schedule.restart_iters,
         "stages": stages,

@@ -24,10 +24,9 @@ the run, so it is the same however workers/ranks are arranged and after a resume
 Iteration bookkeeping: the sampler does not report which iteration a batch belongs to, because
 DataLoader workers prefetch batches ahead of the training loop. The trainer counts iterations
 (`grad_accum` batches each) and passes its count to `state_dict(next_iter)` when checkpointing.
-On resume, `load_state_dict(state)` (or `set_start_iter(t)` for an unchanged run geometry) moves
-the start in O(stages) arithmetic, replaying no data; world_size / grad_accum may even change,
-since the state records where in the stream the run stopped. Iterating the sampler again starts
-again at the start iteration.
+On resume, `load_state_dict(state)` moves the start in O(stages) arithmetic, replaying no data;
+world_size / grad_accum may even change, since the state records where in the stream the run
+stopped. Iterating the sampler again starts again at the start iteration.
 """
 from __future__ import annotations
 
@@ -37,8 +36,9 @@ from typing import Any, Iterator, Mapping, NamedTuple
 import torch
 from torch.utils.data import Sampler
 
-from vsr_accel.schedule.curriculum import Schedule
+from vsr_accel.core.checks import is_int
 from vsr_accel.core.errors import CheckpointError, ConfigError, DataError
+from vsr_accel.schedule.curriculum import Schedule, global_batch
 
 _MASK64 = (1 << 64) - 1
 _STATE_KEYS = ("next_iter", "consumed", "epoch", "offset", "seed", "dataset_len", "drop_last")
@@ -100,7 +100,7 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
                  grad_accum: int = 1, seed: int = 0, drop_last: bool = True, enlarge_ratio: int = 1,
                  shuffle: bool = True) -> None:
         super().__init__()
-        if isinstance(dataset_len, bool) or not isinstance(dataset_len, int) or dataset_len <= 0:
+        if not is_int(dataset_len) or dataset_len <= 0:
             raise DataError(f"the training dataset is empty (len = {dataset_len!r}); check its dataroot and meta info")
         if world_size <= 0 or grad_accum <= 0 or not 0 <= rank < world_size:
             raise ValueError(f"bad distributed geometry: rank {rank}, world_size {world_size}, grad_accum {grad_accum}")
@@ -116,7 +116,7 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
         self.epoch_len = dataset_len * self.enlarge_ratio  # positions per epoch of the stream
         if self.drop_last:
             for stage in schedule.stages:
-                batch = self._global_batch(stage.batch_per_device)
+                batch = global_batch(stage.batch_per_device, world_size, grad_accum)
                 if batch > self.epoch_len:
                     raise ConfigError(
                         f"the dataset has {dataset_len} clips, fewer than the global batch {batch} of curriculum "
@@ -125,13 +125,9 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
         # Positions are computed from an anchor: iteration 0, or the point a checkpoint recorded.
         self._anchor_iter = 0
         self._anchor = StreamCursor(consumed=0, epoch=0, offset=0)
-        self._start_iter = 0
         self._permutations: dict[int, list[int]] = {}
 
     # -- positions ---------------------------------------------------------------------------
-
-    def _global_batch(self, batch_per_device: int) -> int:
-        return batch_per_device * self.world_size * self.grad_accum
 
     def _advance(self, cursor: StreamCursor, steps: int, batch: int) -> StreamCursor:
         """Cursor after `steps` global batches of `batch` samples, in O(1)."""
@@ -167,20 +163,16 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
         for stage in self.schedule.stages:
             steps = min(t, stage.end_iter) - max(self._anchor_iter, stage.start_iter)
             if steps > 0:
-                cursor = self._advance(cursor, steps, self._global_batch(stage.batch_per_device))
+                cursor = self._advance(cursor, steps, global_batch(stage.batch_per_device, self.world_size,
+                                                                    self.grad_accum))
         return cursor
 
     # -- resume ------------------------------------------------------------------------------
 
     @property
     def start_iter(self) -> int:
-        return self._start_iter
-
-    def set_start_iter(self, t: int) -> None:
-        """Make the next iteration start at training iteration t (no data is replayed)."""
-        if not self._anchor_iter <= t <= self.schedule.total_iter:
-            raise ValueError(f"iteration {t} is outside [{self._anchor_iter}, {self.schedule.total_iter}]")
-        self._start_iter = t
+        """The iteration iterating starts at: 0, or where the loaded state was taken."""
+        return self._anchor_iter
 
     def state_dict(self, next_iter: int) -> dict[str, Any]:
         """What a checkpoint needs to resume at `next_iter` (the trainer's count of finished
@@ -206,13 +198,12 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
                                   f"curriculum's {self.schedule.total_iter} iterations")
         self._anchor_iter = next_iter
         self._anchor = StreamCursor(int(state["consumed"]), int(state["epoch"]), int(state["offset"]))
-        self._start_iter = next_iter
 
     # -- iteration ---------------------------------------------------------------------------
 
     def __len__(self) -> int:
         """Micro-steps left from the start iteration to the end of the run."""
-        return (self.schedule.total_iter - self._start_iter) * self.grad_accum
+        return (self.schedule.total_iter - self.start_iter) * self.grad_accum
 
     def _index_at(self, position: int) -> int:
         epoch, offset = divmod(position, self.epoch_len)
@@ -224,14 +215,14 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
         return order[offset]
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
-        cursor = self.cursor_at(self._start_iter)
+        cursor = self.cursor_at(self.start_iter)
         for stage in self.schedule.stages:
-            if stage.end_iter <= self._start_iter:
+            if stage.end_iter <= self.start_iter:
                 continue
             per_device = stage.batch_per_device
             chunk = per_device * self.world_size  # one accumulation micro-step over all ranks
-            batch = chunk * self.grad_accum
-            for _ in range(max(stage.start_iter, self._start_iter), stage.end_iter):
+            batch = global_batch(per_device, self.world_size, self.grad_accum)
+            for _ in range(max(stage.start_iter, self.start_iter), stage.end_iter):
                 cursor = self._batch_start(cursor, batch)
                 stream_start = cursor.epoch * self.epoch_len + cursor.offset
                 for micro in range(self.grad_accum):

@@ -52,7 +52,7 @@ def build_lr_schedule(opt: Options, schedule: Schedule, world_size: int) -> LRSc
     tr = opt.train
     return LRSchedule(schedule, base_lr=tr.optim_g.lr, base_batch=tr.base_batch, world_size=world_size,
                       grad_accum=tr.grad_accum, eta_min=tr.scheduler.eta_min,
-                      warmup_iter=max(tr.warmup_iter, 0), warmup=tr.warmup if tr.warmup_iter > 0 else "none",
+                      warmup_iter=tr.warmup_iter, warmup=tr.warmup,
                       warmup_factor=tr.warmup_factor, scheduler=tr.scheduler.type, periods=tr.scheduler.periods,
                       restart_weights=tr.scheduler.restart_weights)
 

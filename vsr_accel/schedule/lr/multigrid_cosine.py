@@ -21,7 +21,11 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from vsr_accel.schedule.curriculum import Schedule, Stage
+from vsr_accel.schedule.lr.warmup import Warmup
 
 
 def stage_cosine_lr(tau: int, *, peak_lr: float, stage_iters: int, total_iter: int, final: bool,
@@ -47,3 +51,36 @@ def multigrid_cosine_lr(t: int, *, periods: Sequence[int], peak_lrs: Sequence[fl
     stage = bisect.bisect_right(starts, t) - 1
     return stage_cosine_lr(t - starts[stage], peak_lr=peak_lrs[stage], stage_iters=periods[stage],
                            total_iter=total_iter, final=stage == len(periods) - 1, eta_min=eta_min)
+
+
+@dataclass(frozen=True)
+class MultigridCosineLR:
+    """`train.scheduler.type: MultigridCosineLR`: Eq. 1 over the curriculum's stages, warmed up by
+    multiplying the scheduled LR. It restarts where the curriculum changes shape, so it takes no
+    periods of its own."""
+
+    @staticmethod
+    def check_options(periods: Sequence[int] | None, restart_weights: Sequence[float] | None, total_iter: int,
+                      fail: Callable[[str, str], None], keys: dict[str, str]) -> None:
+        for key, value in (("periods", periods), ("restart_weights", restart_weights)):
+            if value is not None:
+                fail(key, "is not used by MultigridCosineLR (it restarts at every curriculum stage); remove it, "
+                          "or set the scheduler type to CosineAnnealingRestartLR")
+
+    @classmethod
+    def from_options(cls, periods: Sequence[int] | None, restart_weights: Sequence[float] | None,
+                     total_iter: int) -> "MultigridCosineLR":
+        return cls()
+
+    def restart_iters(self, schedule: Schedule) -> list[int]:
+        return schedule.boundaries
+
+    def annealed_peak(self, peaks: Sequence[float]) -> tuple[float, str]:
+        """The peak `eta_min` must stay below (with how messages name it): only the final stage anneals."""
+        return peaks[-1], "final stage's"
+
+    def lr_at(self, t: int, stage: Stage, schedule: Schedule, peak: float, eta_min: float, warmup: Warmup) -> float:
+        final = stage.index == len(schedule.stages) - 1
+        lr = stage_cosine_lr(t - stage.start_iter, peak_lr=peak, stage_iters=stage.iters,
+                             total_iter=schedule.total_iter, final=final, eta_min=eta_min)
+        return lr * warmup.multiplier(t)

@@ -9,8 +9,3 @@ def scaled_lr(base_lr: float, global_batch: int, base_batch: int) -> float:
     if global_batch <= 0 or base_batch <= 0:
         raise ValueError(f"batch sizes must be positive, got global {global_batch}, base {base_batch}")
     return base_lr * global_batch / base_batch
-
-
-def global_batch(batch_per_device: int, world_size: int, grad_accum: int) -> int:
-    """Samples per optimizer step: every device's micro-batches over the accumulation steps."""
-    return batch_per_device * world_size * grad_accum

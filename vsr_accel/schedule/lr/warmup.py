@@ -10,11 +10,19 @@ The factor multiplies the scheduled LR during the first `warmup_iter` iterations
   "constant warmup", Table 5's "constant" row).
 - ``none``: always 1.
 
-Warmup happens once, at the start of the run; the multigrid restarts are not warmed up again.
+`warmup_iter <= 0` (BasicSR's -1) means no warmup, whatever the mode (`warmup_iters`). Warmup
+happens once, at the start of the run; the multigrid restarts are not warmed up again.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 WARMUP_MODES = ("linear", "constant", "none")
+
+
+def warmup_iters(warmup_iter: int, mode: str) -> int:
+    """How many iterations are warmed up: none for mode 'none' or BasicSR's `warmup_iter: -1` (or 0)."""
+    return max(warmup_iter, 0) if mode != "none" else 0
 
 
 def warmup_factor(t: int, *, warmup_iter: int, mode: str = "linear", factor: float = 0.1) -> float:
@@ -26,3 +34,14 @@ def warmup_factor(t: int, *, warmup_iter: int, mode: str = "linear", factor: flo
     if mode == "linear":
         return (t + 1) / warmup_iter
     return factor
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """A run's warmup: `mode`, over its first `iters` iterations (already 0 for none)."""
+    mode: str
+    iters: int
+    factor: float = 0.1
+
+    def multiplier(self, t: int) -> float:
+        return warmup_factor(t, warmup_iter=self.iters, mode=self.mode, factor=self.factor)
