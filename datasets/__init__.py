@@ -18,10 +18,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from datasets.checks import OptionPathError, OptionValueError, closest_name
+from datasets.checks import OptionPathError, OptionValueError
 from datasets.reds import REDSRecurrentDataset
 from datasets.video_test import Vimeo90KTestDataset, VideoRecurrentTestDataset
 from datasets.vimeo import Vimeo90KRecurrentDataset
+from vsr_accel.core.checks import closest
 from vsr_accel.core.errors import ConfigError
 
 __all__ = ["build_dataset", "check_dataset_spec", "DATASETS", "REDSRecurrentDataset", "Vimeo90KRecurrentDataset",
@@ -71,7 +72,7 @@ def check_dataset_spec(spec: Mapping[str, Any], phase: str = "train") -> tuple[D
     dataset_type = kwargs.pop("type", None)
     if not isinstance(dataset_type, str) or dataset_type not in DATASETS:
         known = ", ".join(DATASETS)
-        hint = closest_name(dataset_type, DATASETS) if isinstance(dataset_type, str) else None
+        hint = closest(dataset_type, DATASETS) if isinstance(dataset_type, str) else None
         hint_text = f"did you mean '{hint}'? " if hint else ""
         raise ConfigError(f"{prefix}.type: unknown dataset {dataset_type!r} ({hint_text}known: {known})")
     entry = DATASETS[dataset_type]
@@ -83,7 +84,7 @@ def _check_arguments(cls: type, dataset_type: str, kwargs: Mapping[str, Any], pr
     parameters = {name: p for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self"}
     for key in kwargs:
         if key not in parameters:
-            hint = closest_name(key, parameters)
+            hint = closest(key, parameters)
             hint_text = f" (did you mean '{hint}'?)" if hint else ""
             raise ConfigError(f"{prefix}.{key}: unknown option for {dataset_type}{hint_text}; "
                               f"valid: {', '.join(parameters)}")

@@ -6,11 +6,11 @@ key path (`datasets.train.dataroot_gt: ...`), which is what the user sees in a Y
 """
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vsr_accel.core.checks import is_int
 from vsr_accel.core.errors import ConfigError, DataError
 
 IO_BACKENDS = ("disk", "lmdb", "raw")
@@ -38,13 +38,8 @@ class OptionPathError(DataError):
         return type(self)(f"{prefix}.{self.key}", self.detail)
 
 
-def closest_name(name: str, candidates: Iterable[str]) -> str | None:
-    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
-    return matches[0] if matches else None
-
-
 def positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise OptionValueError(key, f"must be a positive integer, got {value!r}")
     return value
 

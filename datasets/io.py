@@ -293,6 +293,12 @@ def open_store(backend: str, option_key: str, root: object, ext: str = "png") ->
     return DiskFrames(path, ext)
 
 
+def open_stores(backend: str, dataroot_gt: object, dataroot_lq: object, ext: str = "png") -> tuple[FrameStore, FrameStore]:
+    """A dataset's GT and LR stores (`datasets.<phase>.dataroot_gt` / `dataroot_lq`), both on one
+    backend: how every training and test set opens its frames."""
+    return open_store(backend, "dataroot_gt", dataroot_gt, ext), open_store(backend, "dataroot_lq", dataroot_lq, ext)
+
+
 def check_keys_exist(store: FrameStore, keys: list[str], listed_by: str) -> None:
     """Start-up check that a few keys a meta-info source promises are really stored."""
     for key in keys:

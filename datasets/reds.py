@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from datasets import checks
 from datasets.crops import read_aligned_window, to_sample
-from datasets.io import check_keys_exist, open_store
+from datasets.io import check_keys_exist, open_stores
 from datasets.meta_info import ClipInfo, clips_from_lmdb, clips_from_raw_store, read_clip_meta, scan_clip_folders
 from datasets.transforms import augment_planar, draw_augmentation
 from datasets.window import check_center_frames, item_rng, parse_request
@@ -68,8 +68,7 @@ class REDSRecurrentDataset(Dataset):
         if test_mode and val_partition is None:
             raise checks.OptionValueError("test_mode", "needs val_partition 'REDS4' or 'official'")
 
-        self.gt_store = open_store(backend, "dataroot_gt", dataroot_gt, ext)
-        self.lq_store = open_store(backend, "dataroot_lq", dataroot_lq, ext)
+        self.gt_store, self.lq_store = open_stores(backend, dataroot_gt, dataroot_lq, ext)
         clips, source = self._list_clips(backend, meta_info_file, ext)
         self.clips = _apply_partition(clips, val_partition, test_mode, source)
         self._check_clips_exist(source)

@@ -2,9 +2,10 @@
 
 BasicVSR, IconVSR and BasicVSR++ tables (and MMagic's model READMEs) have six columns:
 REDS4 (BI), Vimeo-90K-T (BI), Vid4 (BI), UDM10 (BD), Vimeo-90K-T (BD), Vid4 (BD). "BI" LR frames
-are MATLAB bicubic (scripts/generate_bicubic_lr.py), "BD" are Gaussian blur sigma 1.6 then x4
-subsampling (scripts/generate_bd_lr.py). `STANDARD_TEST_SETS` is the one place that says, per set,
-the folders under a data root and the protocol; `find_test_sets(root)` lists which are present.
+are MATLAB bicubic (scripts/generate_lr.py --kind bi), "BD" are Gaussian blur sigma 1.6 then
+x4 subsampling (scripts/generate_lr.py --kind bd). `STANDARD_TEST_SETS` is the one place that
+says, per set, the folders under a data root and the protocol; `find_test_sets(root)` lists which
+are present.
 
 Protocols, as read in the reference code:
 - REDS4: RGB, crop 0, all frames (BasicSR options/test/BasicVSR/test_BasicVSR_REDS.yml; MMagic

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datasets import checks
-from datasets.io import FrameStore, bgr_uint8_to_rgb_float, check_keys_exist, open_store
+from datasets.io import FrameStore, bgr_uint8_to_rgb_float, check_keys_exist, open_stores
 from datasets.meta_info import ClipInfo, frame_files, read_clip_meta, store_frames_by_clip
 from datasets.vimeo import SEPTUPLET, check_septuplets, list_septuplets, septuplet_key
 from vsr_accel.core.errors import DataError
@@ -76,8 +76,7 @@ class VideoRecurrentTestDataset(Dataset):
         self.scale = checks.positive_int("scale", scale)
         self.cache_data = checks.boolean("cache_data", cache_data)
         ext = checks.file_extension("filename_ext", filename_ext)
-        self.gt_store = open_store(backend, "dataroot_gt", dataroot_gt, ext)
-        self.lq_store = open_store(backend, "dataroot_lq", dataroot_lq, ext)
+        self.gt_store, self.lq_store = open_stores(backend, dataroot_gt, dataroot_lq, ext)
         listed, source = self._listed_clips(meta_info_file)
         names = [clip.name for clip in listed] if listed is not None else None
         if backend in ("lmdb", "raw"):
@@ -187,8 +186,7 @@ class Vimeo90KTestDataset(Dataset):
             raise checks.OptionValueError("cache_data", "caching is not supported for Vimeo-90K-T (about 20 GB "
                                                         "decoded; BasicSR refuses it too): set false")
         ext = checks.file_extension("filename_ext", filename_ext)
-        self.gt_store = open_store(backend, "dataroot_gt", dataroot_gt, ext)
-        self.lq_store = open_store(backend, "dataroot_lq", dataroot_lq, ext)
+        self.gt_store, self.lq_store = open_stores(backend, dataroot_gt, dataroot_lq, ext)
         self.clips, source = list_septuplets(backend, meta_info_file, self.lq_store)
         check_septuplets(self.clips, source, self.lq_store, self.gt_store, SEPTUPLET)
 

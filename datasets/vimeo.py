@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from datasets import checks
 from datasets.crops import read_aligned_window, to_sample
-from datasets.io import FrameStore, check_keys_exist, open_store
+from datasets.io import FrameStore, check_keys_exist, open_stores
 from datasets.meta_info import clips_from_lmdb, clips_from_raw_store, read_clip_meta
 from datasets.transforms import augment_planar, draw_augmentation
 from datasets.window import check_center_frames, item_rng, parse_request
@@ -99,8 +99,7 @@ class Vimeo90KRecurrentDataset(Dataset):
         self.flip_sequence = checks.boolean("flip_sequence", flip_sequence)
         self.center_gt_only = checks.boolean("center_gt_only", center_gt_only)
         ext = checks.file_extension("filename_ext", filename_ext)
-        self.gt_store = open_store(backend, "dataroot_gt", dataroot_gt, ext)
-        self.lq_store = open_store(backend, "dataroot_lq", dataroot_lq, ext)
+        self.gt_store, self.lq_store = open_stores(backend, dataroot_gt, dataroot_lq, ext)
         self.clips, source = list_septuplets(backend, meta_info_file, self.lq_store)
         gt_frames = (CENTER,) if self.center_gt_only else SEPTUPLET
         check_septuplets(self.clips, source, self.lq_store, self.gt_store, gt_frames)

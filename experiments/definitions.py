@@ -13,6 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
+from vsr_accel.core.checks import is_int
 from vsr_accel.core.config import read_yaml, unknown_key_message
 from vsr_accel.schedule.curriculum import KINDS
 from vsr_accel.core.errors import ConfigError
@@ -177,7 +178,7 @@ def _check_keys(data: Any, valid: Sequence[str], src: str, where: str) -> None:
 
 
 def _positive_int(value: Any, src: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise ConfigError(f"{src}: '{where}' must be a positive integer, got {value!r}")
     return value
 
@@ -256,7 +257,7 @@ def _scale(name: str, data: Any, src: str, where: str) -> ScaleSpec:
 def _int_tuple(value: Any, src: str, where: str) -> tuple[int, ...] | None:
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if not isinstance(value, list) or not all(is_int(v) for v in value):
         raise ConfigError(f"{src}: '{where}' must be a list of integers, got {value!r}")
     return tuple(value)
 
@@ -317,7 +318,7 @@ def _seeds(value: Any, src: str, where: str) -> Any:
     for scale, seeds in per_scale.items():
         key = f"{where}.{scale}" if scale else where
         if (not isinstance(seeds, list) or not seeds
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+                or not all(is_int(s) and s >= 0 for s in seeds)):
             raise ConfigError(f"{src}: '{key}' must be a non-empty list of seeds (integers >= 0), got {seeds!r}")
         if len(set(seeds)) != len(seeds):
             raise ConfigError(f"{src}: '{key}' lists a seed twice: {seeds}")

@@ -9,7 +9,6 @@ you mean 'num_block'?)`.
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import typing
@@ -26,6 +25,7 @@ from models.convert import to_basicsr_keys
 from models.edvr import EDVR, EDVR_M_DEFAULTS
 from models.iconvsr import IconVSR
 from models.loading import input_window, load_network
+from vsr_accel.core.checks import closest, is_int
 from vsr_accel.core.errors import ConfigError
 
 __all__ = ["build_network", "load_network", "input_window", "network_arguments", "is_recurrent", "is_recurrent_type",
@@ -75,19 +75,10 @@ NETWORKS: dict[str, NetworkEntry] = {
 }
 
 
-def _closest(word: str, choices: list[str]) -> str | None:
-    matches = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    if not matches:  # also catch case-only slips like 'basicvsrm'
-        lowered = {choice.lower(): choice for choice in choices}
-        matches = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
-        matches = [lowered[m] for m in matches]
-    return matches[0] if matches else None
-
-
 def _entry(network_type: Any, key: str) -> NetworkEntry:
     if not isinstance(network_type, str) or network_type not in NETWORKS:
         known = list(NETWORKS)
-        suggestion = _closest(network_type, known) if isinstance(network_type, str) else None
+        suggestion = closest(network_type, known) if isinstance(network_type, str) else None
         hint = f"did you mean '{suggestion}'? " if suggestion else ""
         raise ConfigError(f"{key}.type: unknown network {network_type!r} ({hint}known: {', '.join(known)})")
     return NETWORKS[network_type]
@@ -117,7 +108,7 @@ def _accepted_types(annotation: Any) -> tuple[type, ...]:
 def _type_matches(value: Any, accepted: tuple[type, ...]) -> bool:
     if isinstance(value, bool) and bool not in accepted:
         return False  # YAML `true` must not pass as num_feat=1
-    if isinstance(value, int) and not isinstance(value, bool) and float in accepted:
+    if is_int(value) and float in accepted:
         return True
     return isinstance(value, accepted)
 
@@ -133,7 +124,7 @@ def _check_arguments(cls: type[nn.Module], kwargs: Mapping[str, Any], key: str, 
     hints = typing.get_type_hints(cls.__init__)
     for name, value in kwargs.items():
         if name not in params:
-            suggestion = _closest(str(name), list(params))
+            suggestion = closest(str(name), params)
             hint = f"did you mean '{suggestion}'? " if suggestion else ""
             raise ConfigError(f"{key}.{name}: unknown argument for {network_type} ({hint}valid: {', '.join(params)})")
         accepted = _accepted_types(hints[name]) if name in hints else ()

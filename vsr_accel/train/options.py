@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vsr_accel.core.config import apply_overrides, from_dict, read_yaml, unknown_key_message
+from vsr_accel.core.checks import is_int
 from vsr_accel.core.errors import ConfigError
 from vsr_accel.schedule.lr.schedule import check_lr_options
 
@@ -299,7 +300,7 @@ def _check_values(opt: Options) -> None:
     if train is not None:
         for key in ("gt_size", "num_frame", "batch_size_per_gpu"):
             value = train.get(key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ConfigError(f"{src}: 'datasets.train.{key}' must be a positive integer, got {value!r}")
         if train["gt_size"] % opt.scale:
             raise ConfigError(f"{src}: 'datasets.train.gt_size' ({train['gt_size']}) must be a multiple of "
@@ -321,7 +322,7 @@ def _check_values(opt: Options) -> None:
 def _check_loader_keys(train: dict[str, Any], src: str) -> None:
     """BasicSR's loader keys, each meaning what it means there (see MultigridBatchSampler)."""
     ratio = train.get("dataset_enlarge_ratio", 1)
-    if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio <= 0:
+    if not is_int(ratio) or ratio <= 0:
         raise ConfigError(f"{src}: 'datasets.train.dataset_enlarge_ratio' must be a positive integer, got {ratio!r}")
     shuffle = train.get("use_shuffle", True)
     if not isinstance(shuffle, bool):
