@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from vsr_accel.core.checkpoint import fault_injection_point
+from vsr_accel.core import test_hooks
+from vsr_accel.core.checkpoint import STATE_NAME
 from vsr_accel.core.distributed import DistContext, all_reduce_mean_, barrier, init_distributed, shutdown, wrap_ddp
 from vsr_accel.core.errors import ConfigError, run_guarded
 from vsr_accel.core.rng import seed_everything
@@ -42,7 +43,7 @@ from vsr_accel.train.health import HealthGuard
 from vsr_accel.train.meter import Clocks, TrainMeter
 from vsr_accel.train.options import METRIC_TYPES, Options, load_options
 from vsr_accel.train.prefetch import DevicePrefetcher
-from vsr_accel.train.run_state import RunDirs, RunRecord, RunState, TrainState
+from vsr_accel.train.run_state import CheckpointClient, LiveObjects, RunDirs, RunRecord
 from vsr_accel.train.runlog import RunLogger, require_wandb, wandb_run
 from vsr_accel.train.speed import maybe_compile
 from vsr_accel.train.step import FreezePlan, TrainStep, set_frozen, set_lr
@@ -127,12 +128,12 @@ def validate(model: torch.nn.Module, name: str, val_set, opt: Options, device: t
     return {key: getattr(table, METRIC_TYPES[m.type] if m else key) for key, m in metrics.items()}
 
 
-def log_window(log: RunLogger, meter: TrainMeter, done: int, total: int, lr: float, stage, ctx: DistContext,
-               flow: FlowStats | None) -> None:
-    window = meter.take_window()
+def log_interval(log: RunLogger, meter: TrainMeter, done: int, total: int, lr: float, stage, ctx: DistContext,
+                 flow: FlowStats | None) -> None:
+    interval = meter.take_interval()
     log.step(done, total, {
-        "loss": all_reduce_mean_(window["loss_sum"], ctx).item() / window["steps"], "lr": lr,
-        "samples_per_s": window["samples_per_s"], "data_wait_frac": window["data_wait_frac"],
+        "loss": all_reduce_mean_(interval["loss_sum"], ctx).item() / interval["steps"], "lr": lr,
+        "samples_per_s": interval["samples_per_s"], "data_wait_frac": interval["data_wait_frac"],
         "stage": stage.index, "lr_crop": stage.lr_crop, "frames": stage.num_frames,
         "train_seconds_excl_data": meter.train_seconds, "train_seconds_incl_data": meter.wall_seconds,
         **({"flow_mean_px": flow.mean_px, "flow_max_px": flow.max_px} if flow else {}),
@@ -161,22 +162,22 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
                 for phase, name in builders.validation_phases(opt).items()} if ctx.is_main else {}
     step = builders.build_step(opt.train, model, speed, recurrent=models.is_recurrent(model))
     sampler = builders.build_sampler(opt, schedule, len(train_set), ctx)
-    live = TrainState(model, step.optimizer, sampler, step.ema, step.scaler)
+    live = LiveObjects(model, step.optimizer, sampler, step.ema, step.scaler)
 
     # resume; every input is checked before the run folder is touched, so a bad start harms no earlier run
     record = RunRecord.of(opt.to_dict(), opt.results_hash(), schedule, opt.train.grad_accum)
-    run_state = RunState(dirs, record, ctx, opt.logger.keep_last)
-    found = run_state.find(opt.path.resume_state, args.auto_resume)
+    checkpoints = CheckpointClient(dirs, record, ctx, opt.logger.keep_last)
+    found = checkpoints.find(opt.path.resume_state, args.auto_resume)
     if found is not None:
-        run_state.check_compatible(found, args.force_resume)
-        run_state.restore(found, live)
+        checkpoints.check_compatible(found, args.force_resume)
+        checkpoints.restore(found, live)
     start_iter = found.iteration if found else 0
     if ctx.is_main:
         require_wandb(opt.logger.wandb.project, opt.source)
     batches = iter(builders.build_loader(opt, train_set, sampler, ctx) if start_iter < schedule.total_iter else ())
     with workers_stopped(batches):
         first = next(batches, None)  # the first batch is read (and checked) before the run folder is touched
-        stale = run_state.prepare_dir(resuming=args.auto_resume or found is not None, options=opt.to_dict())
+        stale = checkpoints.prepare_dir(resuming=args.auto_resume or found is not None, options=opt.to_dict())
         log = RunLogger(dirs.log_file, dirs.tb if opt.logger.use_tb_logger else None, enabled=ctx.is_main,
                         better={k: m.better for k, m in opt.val.metrics.items()} if opt.val else None,
                         wandb=wandb_run(opt.logger.wandb.project, resume_id=opt.logger.wandb.resume_id, name=opt.name,
@@ -193,14 +194,14 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
             log.info(f"training {opt.network_g['type']} on {ctx.device} x{ctx.world_size}: {schedule.total_iter} "
                      f"iterations, {len(schedule.stages)} stage(s), compute ratio {schedule.compute_ratio():.2f}x")
             meter = TrainMeter(ctx.device, found.clocks if found else Clocks())
-            return loop(opt, ctx, schedule, lr_schedule, step, live, run_state, log, meter,
+            return loop(opt, ctx, schedule, lr_schedule, step, live, checkpoints, log, meter,
                         itertools.chain([first], batches), val_sets, start_iter)
         finally:
             log.close()
 
 
-def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep, live: TrainState,
-         run_state: RunState, log: RunLogger, meter: TrainMeter, batches, val_sets: dict, start_iter: int) -> int:
+def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep, live: LiveObjects,
+         checkpoints: CheckpointClient, log: RunLogger, meter: TrainMeter, batches, val_sets: dict, start_iter: int) -> int:
     """Iterations start_iter .. total_iter: one optimizer step per `grad_accum` batches."""
     model, total, accum = step.model, schedule.total_iter, opt.train.grad_accum
     validating = bool(builders.validation_phases(opt))  # the same on every rank; rank 0 holds the sets
@@ -210,6 +211,7 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
     wrap = lambda: maybe_compile(wrap_ddp(model, ctx, opt.find_unused_parameters), opt.train.compile,  # noqa: E731
                                  len(schedule.stages))
     step.net, nonfinite, it = wrap(), NonFiniteWatch(ctx.device), start_iter
+    kill_after_step = test_hooks.step_hook(ctx.rank)
     health = HealthGuard(opt.train.health, model, models.is_recurrent(model), ctx, log)
     with StopFlag() as stop, oom_names_stage(lambda: describe_stage(schedule.stage_at(min(it, total - 1)))):
         meter.start()
@@ -231,7 +233,7 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
             loss, done = step.finish(), it + 1
             meter.add_step(loss, lr_schedule.global_batch(stage))
             nonfinite.record(loss, done)
-            fault_injection_point(f"step:{done}", ctx.rank)
+            kill_after_step(done)  # test_hooks: a no-op unless a kill test armed this step
 
             log_now = done % opt.logger.print_freq == 0 or done == total
             save_now = done % opt.logger.save_checkpoint_freq == 0 or done == total
@@ -239,17 +241,17 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
             stop_now = stop.should_stop(done, ctx)
             if not (log_now or save_now or val_now or stop_now or done % opt.train.nan_check_freq == 0):
                 continue
-            meter.pause()  # window boundary: clocks read here, never per step
-            nonfinite.check(done, ctx, run_state.dirs.states)  # one host sync every few steps, never per step
+            meter.pause()  # interval boundary: clocks read here, never per step
+            nonfinite.check(done, ctx, checkpoints.dirs.states)  # one host sync every few steps, never per step
             if log_now:
                 flow = health.flow(model, lq)
-                log_window(log, meter, done, total, step.optimizer.param_groups[0]["lr"], stage, ctx, flow)
+                log_interval(log, meter, done, total, step.optimizer.param_groups[0]["lr"], stage, ctx, flow)
                 health.check_flow(flow, done, describe_stage(stage))
             if save_now or stop_now:
-                run_state.save(live, done, meter.clocks)
+                checkpoints.save(live, done, meter.clocks)
             for phase, (name, val_set) in val_sets.items() if val_now else ():  # rank 0; the others wait
                 log.val(done, validate(step.ema.model if step.ema else model, name, val_set, opt, ctx.device, done,
-                                       run_state.dirs.root / "visualization"), dataset=phase if phase == "val" else name)
+                                       checkpoints.dirs.root / "visualization"), dataset=phase if phase == "val" else name)
             if val_now:
                 scored = step.ema.model if step.ema else model
                 health.propagation(lambda lq: restore_clip(scored, lq, ctx.device),
@@ -258,12 +260,12 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
                 barrier(ctx)
             if stop_now and done < total:
                 log.info(f"stopped by {stop.requested or 'a signal on another rank'} at iteration {done}; checkpoint "
-                         f"{run_state.dirs.states / f'{done}.state'} saved; resume with the same command plus "
+                         f"{checkpoints.dirs.states / STATE_NAME.format(iter=done)} saved; resume with the same command plus "
                          f"--auto_resume (python train.py -opt {opt.source} --auto_resume)")
                 return 0
             meter.start()
     log.info(f"done: {total} iterations in {meter.wall_seconds:.1f} s of training ({meter.train_seconds:.1f} s "
-             f"excluding data loading); weights in {run_state.dirs.models}")
+             f"excluding data loading); weights in {checkpoints.dirs.models}")
     return 0
 
 

@@ -6,8 +6,8 @@ DataError naming the key path, e.g. `datasets.train.dataroot_gt: /data/REDS/trai
 not exist` or `datasets.train.use_flip: unknown option for REDSRecurrentDataset (did you mean
 'use_hflip'?)`.
 
-Training datasets are indexed by the batch sampler with `(index, lr_crop, num_frames[, seed])`
-(see `datasets.window`); test datasets by clip index.
+Training datasets are indexed by the batch sampler with an `ItemRequest` `(index, lr_crop,
+num_frames, seed)` (see `datasets.requests`); test datasets by clip index.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ _TRAINING = (REDSRecurrentDataset, Vimeo90KRecurrentDataset)
 
 
 def is_training_dataset(dataset: Dataset) -> bool:
-    """True for datasets indexed by `(index, lr_crop, num_frames[, seed])`."""
+    """True for datasets indexed by an `ItemRequest` (index, lr_crop, num_frames, seed)."""
     return isinstance(dataset, _TRAINING)
 
 

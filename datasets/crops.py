@@ -1,7 +1,7 @@
-"""Reading the aligned LR/GT crops of one training window, as planar RGB uint8.
+"""Reading the aligned LR/GT crops of one training item's frames, as planar RGB uint8.
 
 This is what `REDSRecurrentDataset` and `Vimeo90KRecurrentDataset` do per item once
-`datasets.window` has parsed the request and seeded its generator: learn the LR frame size,
+`datasets.requests` has parsed the request and seeded its generator: learn the LR frame size,
 draw the crop origin, read the crops, and wrap them as the sample. Samples are uint8; the
 division by 255 happens on the device (`vsr_accel.train.prefetch.DevicePrefetcher`), which gives
 exactly the float32 values numpy's `astype(float32) / 255` gave before.
@@ -18,19 +18,19 @@ from datasets.transforms import crop, random_crop_origin
 from vsr_accel.core.errors import DataError
 
 
-def read_aligned_window(*, lq_store: FrameStore, gt_store: FrameStore, lq_keys: Sequence[str],
-                        gt_keys: Sequence[str], lr_crop: tuple[int, int], scale: int,
-                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Read the aligned LR/GT crops of one window as planar RGB uint8 stacks: LR (T, 3, h, w)
+def read_aligned_crops(*, lq_store: FrameStore, gt_store: FrameStore, lq_keys: Sequence[str],
+                       gt_keys: Sequence[str], lr_crop: tuple[int, int], scale: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Read the aligned LR/GT crops of an item's frames as planar RGB uint8 stacks: LR (T, 3, h, w)
     and GT (len(gt_keys), 3, scale*h, scale*w); the GT crop starts at scale * the LR crop's origin.
 
     The crop origin is drawn from the LR frame size. A raw store knows it from its meta, so the
-    window is drawn before anything is read and only the crop rows are copied; disk/LMDB stores
+    crop is drawn before anything is read and only the crop rows are copied; disk/LMDB stores
     decode the first LR frame to learn it (the draws are the same either way, so one seed gives
     the same sample from every backend). Decoded frames are cropped one at a time, so only one
     full frame is held at once.
 
-    `gt_keys` may be a subset of the window (EDVR's centre frame). Keys may repeat (Vimeo's
+    `gt_keys` may be a subset of the frames (EDVR's centre frame). Keys may repeat (Vimeo's
     flipped sequences): each distinct frame is decoded once.
     """
     first_key = lq_keys[0]

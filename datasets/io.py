@@ -12,10 +12,10 @@ BasicSR's LMDB layout::
 
 `read(key)` gives a whole frame as BGR uint8 (OpenCV's order). PNG is decoded whole (the
 format is a single deflate stream, so a crop cannot be decoded alone); what the 'disk' and
-'lmdb' stores can and do save is decoding only the frames of the sampled window. The 'raw'
+'lmdb' stores can and do save is decoding only the frames an item samples. The 'raw'
 store (`datasets.raw_store`) reads a crop without the rest of its frame: stores that can say a
 frame's size without reading it (`frame_hw`) let the training datasets draw the crop first and
-ask for just that window (`read_crops`).
+ask for just that crop (`read_crops`).
 """
 from __future__ import annotations
 

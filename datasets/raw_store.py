@@ -236,9 +236,9 @@ class RawFrames:
             raise DataError(f"{self.root}: frame '{key}' is not in the raw store ({self.root / META_NAME})")
         return entry, position
 
-    def _window_positions(self, keys: Sequence[str]) -> tuple[_IndexedClip, list[int] | None]:
+    def _frame_positions(self, keys: Sequence[str]) -> tuple[_IndexedClip, list[int] | None]:
         """The first key's clip and every key's frame position, when all keys are frames of that
-        clip (one prefix, parsed once: a training window); positions None otherwise."""
+        clip (one prefix, parsed once: a training item's frames); positions None otherwise."""
         first, _ = self._locate(keys[0])
         prefix = f"{first.clip.name}/"
         cut = len(prefix)
@@ -290,17 +290,17 @@ class RawFrames:
         return np.array(self.clip_array(entry.clip)[position])
 
     def read_crops(self, keys: Sequence[str], top: int, left: int, crop_hw: tuple[int, int]) -> np.ndarray:
-        """(len(keys), 3, h, w) RGB uint8: the same window of every key's frame, a compact copy."""
+        """(len(keys), 3, h, w) RGB uint8: the same crop of every key's frame, a compact copy."""
         return np.array(self.crop_view(keys, top, left, crop_hw), order="C", copy=True)
 
     def crop_view(self, keys: Sequence[str], top: int, left: int, crop_hw: tuple[int, int]) -> np.ndarray:
-        """(len(keys), 3, h, w) RGB uint8, the same window of every key's frame, read-only: a
+        """(len(keys), 3, h, w) RGB uint8, the same crop of every key's frame, read-only: a
         strided view into the map when the keys are one clip's frames at a constant step (a
-        training window, forwards or reversed), else a copy (Vimeo's flipped sequences repeat
+        training item's frames, forwards or reversed), else a copy (Vimeo's flipped sequences repeat
         frames). Nothing is read until the caller copies it: `transforms.augment_planar` does
         that while flipping, so a crop crosses memory once. Only rows `top..top+h` are touched."""
         h, w = crop_hw
-        first, positions = self._window_positions(keys)
+        first, positions = self._frame_positions(keys)
         if top < 0 or left < 0 or top + h > first.clip.height or left + w > first.clip.width:
             raise DataError(f"{self.describe(keys[0])}: crop {h}x{w} at ({top}, {left}) does not fit the "
                             f"{first.clip.height}x{first.clip.width} frame")

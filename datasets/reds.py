@@ -8,11 +8,11 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from datasets import checks
-from datasets.crops import read_aligned_window, to_sample
+from datasets.crops import read_aligned_crops, to_sample
 from datasets.io import check_keys_exist, open_stores
 from datasets.meta_info import ClipInfo, clips_from_lmdb, clips_from_raw_store, read_clip_meta, scan_clip_folders
 from datasets.transforms import augment_planar, draw_augmentation
-from datasets.window import check_center_frames, item_rng, parse_request
+from datasets.requests import check_center_frames, item_rng, parse_request
 from vsr_accel.core.errors import DataError
 
 # REDS4 = four clips of the original training set used for testing (EDVR, BasicVSR). 'official'
@@ -24,20 +24,20 @@ VAL_PARTITIONS = {
 
 
 class REDSRecurrentDataset(Dataset):
-    """Random windows of REDS clips with aligned LR/GT crops (BasicSR's REDSRecurrentDataset).
+    """Random runs of frames of REDS clips with aligned LR/GT crops (BasicSR's REDSRecurrentDataset).
 
-    `dataset[(index, lr_crop, num_frames[, seed])]` picks clip `index` (0 <= index < len), an
-    interval from `interval_list` among those for which the window fits, a uniform start frame,
-    optionally reverses time, crops `lr_crop` at a uniform position (GT: `scale` x, same place)
+    `dataset[(index, lr_crop, num_frames, seed)]` (an `ItemRequest`) picks clip `index` (0 <= index
+    < len), an interval from `interval_list` among those for which the frames fit, a uniform start
+    frame, optionally reverses time, crops `lr_crop` at a uniform position (GT: `scale` x, same place)
     and applies one flip/rotation to all frames. Returns `{"lq": (T,3,h,w), "gt": (T,3,sh,sw),
     "key": "<clip>/<start frame>"}`, uint8 RGB (the device-side prefetcher makes them float32 in
     [0, 1]); with `center_gt_only` (EDVR) "gt" is the centre frame (3, sh, sw) and only that GT
-    frame is read. See `datasets.window` for how randomness is drawn; the draws do not depend on
+    frame is read. See `datasets.requests` for how randomness is drawn; the draws do not depend on
     `io_backend` ('disk', 'lmdb' or 'raw'), so one seed gives the same sample from each.
 
     Differences from BasicSR, on purpose: the frame count is read per clip from the meta info
     (BasicSR hard-codes 100), and the start frame is uniform over all valid starts (BasicSR
-    draws a frame key and redraws when the window overruns, and bounds the start by
+    draws a frame key and redraws when the frames overrun the clip, and bounds the start by
     `100 - num_frame * interval`, one frame stricter for interval > 1).
 
     `meta_info_file` lines are `<clip> <num_frames> (h,w,c)`; without one the clips are the GT
@@ -109,7 +109,7 @@ class REDSRecurrentDataset(Dataset):
 
     @property
     def max_frames(self) -> int:
-        """Longest window (at interval 1) that every clip can provide."""
+        """Most frames (at interval 1) that every clip can provide."""
         return min(clip.num_frames for clip in self.clips)
 
     @property
@@ -126,16 +126,16 @@ class REDSRecurrentDataset(Dataset):
             check_center_frames(request.num_frames)
         rng = item_rng(request.seed)
         clip = self.clips[request.index]
-        frames = self._window(rng, clip, request.num_frames)
+        frames = self._pick_frames(rng, clip, request.num_frames)
         keys = [self.frame_key(clip.name, f) for f in frames]
         gt_keys = [keys[len(keys) // 2]] if self.center_gt_only else keys
-        lq, gt = read_aligned_window(lq_store=self.lq_store, gt_store=self.gt_store, lq_keys=keys, gt_keys=gt_keys,
-                                     lr_crop=request.lr_crop, scale=self.scale, rng=rng)
+        lq, gt = read_aligned_crops(lq_store=self.lq_store, gt_store=self.gt_store, lq_keys=keys, gt_keys=gt_keys,
+                                    lr_crop=request.crop_hw, scale=self.scale, rng=rng)
         flips = draw_augmentation(rng, self.use_hflip, self.use_rot)
         key = self.frame_key(clip.name, min(frames))
         return to_sample(augment_planar(lq, *flips), augment_planar(gt, *flips), key, self.center_gt_only)
 
-    def _window(self, rng: np.random.Generator, clip: ClipInfo, num_frames: int) -> list[int]:
+    def _pick_frames(self, rng: np.random.Generator, clip: ClipInfo, num_frames: int) -> list[int]:
         fitting = [i for i in self.interval_list if (num_frames - 1) * i < clip.num_frames]
         if not fitting:
             raise DataError(f"clip '{clip.name}' in {self.lq_store.location} has {clip.num_frames} frames, "

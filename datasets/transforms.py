@@ -86,7 +86,7 @@ def augment_planar(frames: np.ndarray, hflip: bool, vflip: bool, rot90: bool) ->
 
 def _planes(frames: np.ndarray):
     """The (h, w) planes of (n, c, h, w) in order, without copying: one (n*c, h, w) view when
-    the strides allow it (a forward window of a raw clip), else plane by plane."""
+    the strides allow it (a raw clip's frames read forwards), else plane by plane."""
     n, c, h, w = frames.shape
     merged = frames.view()
     try:

@@ -11,11 +11,11 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from datasets import checks
-from datasets.crops import read_aligned_window, to_sample
+from datasets.crops import read_aligned_crops, to_sample
 from datasets.io import FrameStore, check_keys_exist, open_stores
 from datasets.meta_info import clips_from_lmdb, clips_from_raw_store, read_clip_meta
 from datasets.transforms import augment_planar, draw_augmentation
-from datasets.window import check_center_frames, item_rng, parse_request
+from datasets.requests import check_center_frames, item_rng, parse_request
 from vsr_accel.core.errors import DataError
 
 SEPTUPLET = tuple(range(1, 8))  # im1 .. im7
@@ -65,7 +65,7 @@ def check_septuplets(clips: list[str], source: str, lq_store: FrameStore, gt_sto
 class Vimeo90KRecurrentDataset(Dataset):
     """Vimeo-90K training septuplets with aligned LR/GT crops (BasicSR's Vimeo90KRecurrentDataset).
 
-    Indexed like `REDSRecurrentDataset` (see `datasets.window`); samples are uint8 RGB like
+    Indexed like `REDSRecurrentDataset` (see `datasets.requests`); samples are uint8 RGB like
     its. For `num_frames` T:
 
     - with `flip_sequence` (default): T consecutive frames of the septuplet followed by its
@@ -75,7 +75,7 @@ class Vimeo90KRecurrentDataset(Dataset):
       its 6- and 10-frame stages see every segment, including those across the turn (5,6,7,7,6,5);
       T = 14 is the whole sequence;
     - without it: T consecutive frames of the septuplet at a uniform start (T <= 7);
-    - with `center_gt_only` (EDVR): the T-frame window centred on im4, as BasicSR's
+    - with `center_gt_only` (EDVR): the T frames centred on im4, as BasicSR's
       Vimeo90KDataset, so a GT store with only im4 suffices.
 
     `random_reverse` reverses the septuplet before this, per item (BasicSR flips a list shared
@@ -129,8 +129,8 @@ class Vimeo90KRecurrentDataset(Dataset):
         frames = self._frames(rng, request.num_frames)
         keys = [septuplet_key(clip, f) for f in frames]
         gt_keys = [keys[len(keys) // 2]] if self.center_gt_only else keys
-        lq, gt = read_aligned_window(lq_store=self.lq_store, gt_store=self.gt_store, lq_keys=keys, gt_keys=gt_keys,
-                                     lr_crop=request.lr_crop, scale=self.scale, rng=rng)
+        lq, gt = read_aligned_crops(lq_store=self.lq_store, gt_store=self.gt_store, lq_keys=keys, gt_keys=gt_keys,
+                                    lr_crop=request.crop_hw, scale=self.scale, rng=rng)
         flips = draw_augmentation(rng, self.use_hflip, self.use_rot)
         return to_sample(augment_planar(lq, *flips), augment_planar(gt, *flips), clip, self.center_gt_only)
 

@@ -21,7 +21,7 @@ import models
 from datasets.video_io import FrameFolder, open_source
 from models import build_network
 from vsr_accel.infer import inference
-from vsr_accel.infer.chunking import (Chunk, SlidingWindow, max_window, plan_chunks, rank_share, tile_spans, window_context,
+from vsr_accel.infer.chunking import (Chunk, ForwardBuffer, max_buffered, plan_chunks, rank_share, tile_spans, window_context,
                                 window_indices)
 from vsr_accel.core.checkpoint import read_network_weights
 from vsr_accel.core.errors import CheckpointError
@@ -130,7 +130,7 @@ def test_plan_chunks_covers_every_frame_once_with_clamped_context(num_frames, ch
         assert c.ctx_start == max(0, c.start - context) and c.ctx_stop == min(num_frames, c.stop + context)
     # context windows only move forward: what lets the reader stream
     assert all(a.ctx_start <= b.ctx_start and a.ctx_stop <= b.ctx_stop for a, b in zip(chunks, chunks[1:]))
-    assert max_window(chunks) <= chunk + 2 * context
+    assert max_buffered(chunks) <= chunk + 2 * context
 
 
 def test_plan_chunks_example_and_bad_arguments():
@@ -212,26 +212,26 @@ class CountingStream:
         self.position += 1
 
 
-def test_sliding_window_holds_at_most_chunk_plus_two_context_frames():
+def test_forward_buffer_holds_at_most_chunk_plus_two_context_frames():
     stream = CountingStream()
-    window = SlidingWindow(stream.read_next, stream.skip_next)
+    buffer = ForwardBuffer(stream.read_next, stream.skip_next)
     chunks = plan_chunks(50, 8, 3)
     for c in chunks:
-        assert window.window(c.ctx_start, c.ctx_stop) == list(range(c.ctx_start, c.ctx_stop))
-    assert window.peak == max_window(chunks) == 8 + 2 * 3
+        assert buffer.frames(c.ctx_start, c.ctx_stop) == list(range(c.ctx_start, c.ctx_stop))
+    assert buffer.peak == max_buffered(chunks) == 8 + 2 * 3
     assert stream.decoded == list(range(50))  # each frame decoded once, none skipped
     with pytest.raises(ValueError):
-        window.window(0, 5)
+        buffer.frames(0, 5)
 
 
-def test_sliding_window_skips_without_decoding_chunks_already_done():
+def test_forward_buffer_skips_without_decoding_chunks_already_done():
     stream = CountingStream()
-    window = SlidingWindow(stream.read_next, stream.skip_next)
+    buffer = ForwardBuffer(stream.read_next, stream.skip_next)
     chunks = plan_chunks(40, 8, 2)
     for c in (chunks[0], chunks[3]):  # chunks 1 and 2 were done by an earlier run
-        assert window.window(c.ctx_start, c.ctx_stop) == list(range(c.ctx_start, c.ctx_stop))
+        assert buffer.frames(c.ctx_start, c.ctx_stop) == list(range(c.ctx_start, c.ctx_stop))
     assert stream.skipped == list(range(10, 22)) and 15 not in stream.decoded
-    assert window.peak == 12  # the larger of the two windows read, never their span
+    assert buffer.peak == 12  # the larger of the two context ranges read, never their span
 
 
 def test_run_buffers_at_most_chunk_plus_two_context_frames(lr_dir: Path, checkpoint: Path, tmp_path: Path):

@@ -1,4 +1,4 @@
-"""The trainer's clocks: both measured at window boundaries only, with one device sync each
+"""The trainer's clocks: both measured at log-interval boundaries only, with one device sync each
 (a fake clock: exact values, no dependence on this machine's load)."""
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def waiting_batches(clock: FakeClock, count: int, wait: float):
 
 def test_clocks_split_data_wait_from_training_and_sync_only_at_pauses(clock, monkeypatch):
     """On CUDA a step returns before the device finishes, so the clocks must be read after a
-    synchronize; the meter syncs once per pause (a window boundary), never per step."""
+    synchronize; the meter syncs once per pause (an interval boundary), never per step."""
     syncs = []
     monkeypatch.setattr(meter_module, "synchronize", lambda device: syncs.append(device))
     meter = TrainMeter(torch.device("cpu"), Clocks(train_seconds=10.0, wall_seconds=12.0))
@@ -49,10 +49,10 @@ def test_clocks_split_data_wait_from_training_and_sync_only_at_pauses(clock, mon
     assert len(syncs) == 1
     assert meter.wall_seconds == pytest.approx(12.0 + 4 * 2.0 + 0.25)
     assert meter.train_seconds == pytest.approx(10.0 + 4 * 1.5 + 0.25)
-    window = meter.take_window()
-    assert window["steps"] == 4 and float(window["loss_sum"]) == 4.0
-    assert window["data_wait_frac"] == pytest.approx(2.0 / 8.25)
-    assert window["samples_per_s"] == pytest.approx(8 / 8.25)
+    interval = meter.take_interval()
+    assert interval["steps"] == 4 and float(interval["loss_sum"]) == 4.0
+    assert interval["data_wait_frac"] == pytest.approx(2.0 / 8.25)
+    assert interval["samples_per_s"] == pytest.approx(8 / 8.25)
     meter.pause()  # already paused: nothing counted, no sync
     assert len(syncs) == 1 and meter.clocks == Clocks(meter.train_seconds, meter.wall_seconds)
 

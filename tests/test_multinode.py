@@ -10,7 +10,7 @@ through a c10d rendezvous on localhost, exactly as two machines would through
 - `--nnodes=1:2 --max-restarts=1`: a node killed (SIGKILL to its agent and its worker) after a
   checkpoint exists; the other node re-rendezvouses alone and finishes the run from the last
   checkpoint. One process instead of two halves the global batch, which a resume refuses unless
-  `--force-resume` is given (vsr_accel/run_state.RunState.geometry_change): so the nodes are
+  `--force-resume` is given (vsr_accel.train.run_state.CheckpointClient.geometry_change): so the nodes are
   launched with `--auto_resume --force-resume`, and the survivor's stderr must say what changed.
 
 All runs use one thread per process (bitwise comparisons) and kill their whole process trees on

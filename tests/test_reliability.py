@@ -1,7 +1,7 @@
 """Crash safety: atomic checkpoints, exact resume after SIGKILL at chosen points, elastic torchrun
 restart, graceful stop on SIGTERM/SIGINT, NaN/Inf detection, full disk, data-worker independence.
 
-Subprocess runs use the test hook `VSR_TEST_KILL_AT` (see `vsr_accel.core.checkpoint.fault_injection_point`)
+Subprocess runs use the test hook `VSR_TEST_KILL_AT` (see `vsr_accel.core.test_hooks`)
 to die at exact places: after an optimizer step, or inside a save between writing the temp file
 and renaming it. Runs that are compared bitwise all use one thread (OMP_NUM_THREADS=1 in
 subprocesses, `one_thread` in-process): CPU kernels may sum in another order with more threads.
@@ -25,6 +25,8 @@ import torch
 import train
 from tests.conftest import tiny_options, write_options
 from vsr_accel.core import checkpoint as ckpt
+from vsr_accel.core import fsio
+from vsr_accel.core import test_hooks
 from vsr_accel.core.distributed import DistContext
 from vsr_accel.core.errors import CheckpointError, VSRError
 from vsr_accel.train.guards import NonFiniteWatch, StopFlag
@@ -32,7 +34,7 @@ from vsr_accel.core.rng import loader_generator, rng_state, set_rng_state
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
-ENV.pop(ckpt.KILL_ENV, None)
+ENV.pop(test_hooks.KILL_ENV, None)
 TOTAL = 6  # 4 curriculum stages of 1, 1, 2, 2 iterations: boundaries after iterations 1, 2 and 4
 
 
@@ -120,7 +122,7 @@ def train_cmd(opt: str, *extra: str) -> list[str]:
 
 
 def with_kill(point: str) -> dict:
-    return {**ENV, ckpt.KILL_ENV: point}
+    return {**ENV, test_hooks.KILL_ENV: point}
 
 
 class StraightRun:
@@ -162,13 +164,13 @@ def test_sigkill_at_three_points_then_auto_resume_is_bit_identical(straight, tin
         assert proc.returncode == -signal.SIGKILL, f"{point}: {proc.returncode}\n{proc.stderr[-3000:]}"
         assert ckpt.list_training_states(states)[0].name == f"{newest}.state", point
         if point.startswith("save:"):
-            leftovers = [p.name for p in states.iterdir() if ckpt.TEMP_NAME.match(p.name)]
+            leftovers = [p.name for p in states.iterdir() if fsio.TEMP_NAME.match(p.name)]
             assert leftovers and leftovers[0].startswith(".4.state."), leftovers  # killed mid-save
     done = finish(start(train_cmd(opt, "--auto_resume")), timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed from" in done.stdout and f"{states / '4.state'}" in done.stdout
     assert "the temp file of an interrupted save" in (run / "train.log").read_text()
-    assert not [p for p in [*states.iterdir(), *(run / "models").iterdir()] if ckpt.TEMP_NAME.match(p.name)]
+    assert not [p for p in [*states.iterdir(), *(run / "models").iterdir()] if fsio.TEMP_NAME.match(p.name)]
 
     assert_bit_identical(straight.weights(), weights(run, TOTAL))
     resumed = torch.load(states / f"{TOTAL}.state", weights_only=True)
@@ -185,13 +187,13 @@ def test_sigint_stops_at_step_boundary_with_checkpoint_and_resume_is_exact(strai
     opt = write_options(tmp_path / "o.yml", run_options(tiny_reds, tmp_path / "exp"))
     run = tmp_path / "exp" / "tiny"
     handler_before = signal.getsignal(signal.SIGINT)
-    monkeypatch.setenv(ckpt.KILL_ENV, "step:3=SIGINT")
+    monkeypatch.setenv(test_hooks.KILL_ENV, "step:3=SIGINT")
     assert train.main(["-opt", opt]) == 0
     out = capsys.readouterr().out
     assert "stopped by SIGINT at iteration 3" in out and "--auto_resume" in out
     assert [p.name for p in ckpt.list_training_states(run / "training_states")] == ["3.state", "2.state"]
     assert signal.getsignal(signal.SIGINT) is handler_before  # the trainer's handlers are gone
-    monkeypatch.delenv(ckpt.KILL_ENV)
+    monkeypatch.delenv(test_hooks.KILL_ENV)
     assert train.main(["-opt", opt, "--auto_resume"]) == 0
     assert_bit_identical(straight.weights(), weights(run, TOTAL))
 
@@ -331,11 +333,11 @@ def test_ema_weights_are_saved_and_restored_exactly(tiny_reds, tmp_path, one_thr
         options = cheap(run_options(tiny_reds, tmp_path / name, total_iter=2, ema_decay=0.5))
         opt = write_options(tmp_path / f"{name}.yml", options)
         if stop_at:
-            monkeypatch.setenv(ckpt.KILL_ENV, stop_at)
+            monkeypatch.setenv(test_hooks.KILL_ENV, stop_at)
             assert train.main(["-opt", opt]) == 0
             state = ckpt.read_training_state(tmp_path / name / "tiny" / "training_states" / "1.state")
             assert state["network"]["params_ema"].keys() == state["network"]["params"].keys()
-            monkeypatch.delenv(ckpt.KILL_ENV)
+            monkeypatch.delenv(test_hooks.KILL_ENV)
         assert train.main(["-opt", opt, "--auto_resume"]) == 0
         finals[name] = torch.load(tmp_path / name / "tiny" / "models" / "net_g_2.pth", weights_only=True)
     for key in ("params", "params_ema"):
@@ -409,7 +411,7 @@ def test_kill_during_save_leaves_only_an_ignored_temp_file(tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert "7.state" not in names and any(n.startswith(".7.state.") and n.endswith(".tmp") for n in names)
     assert ckpt.latest_good_state(tmp_path)[1]["iter"] == 3
-    assert [p.name for p in ckpt.remove_stale_temps(tmp_path)][0].startswith(".7.state.")
+    assert [p.name for p in fsio.remove_stale_temps(tmp_path)][0].startswith(".7.state.")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["3.state"]
 
 

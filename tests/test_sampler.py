@@ -9,14 +9,15 @@ import torch
 
 from vsr_accel.schedule.curriculum import build_schedule
 from vsr_accel.core.errors import CheckpointError, ConfigError, DataError
-from vsr_accel.schedule.sampler import MultigridBatchSampler, SampleKey, StreamCursor, epoch_permutation, item_seed
+from vsr_accel.core.item_request import ItemRequest
+from vsr_accel.schedule.sampler import MultigridBatchSampler, StreamCursor, epoch_permutation, item_seed
 
 
 def six_stage(total_iter=12, batch=2, **kwargs):
     return build_schedule("multigrid", total_iter, 64, 15, batch, **kwargs)
 
 
-def steps(sampler: MultigridBatchSampler, grad_accum: int = 1) -> list[list[list[SampleKey]]]:
+def steps(sampler: MultigridBatchSampler, grad_accum: int = 1) -> list[list[list[ItemRequest]]]:
     """Group the micro-step batches of an iteration together."""
     batches = list(sampler)
     return [batches[i:i + grad_accum] for i in range(0, len(batches), grad_accum)]
@@ -162,8 +163,8 @@ def test_item_seeds_follow_the_global_sample_number():
     sampler = MultigridBatchSampler(six_stage(total_iter=6, batch=2), 5, rank=1, world_size=2, seed=11)
     batches = list(sampler)
     # rank 1 holds samples 2, 3 of each 4-sample step
-    assert [k.item_seed for k in batches[1]] == [item_seed(11, 6), item_seed(11, 7)]
-    seeds = [k.item_seed for batch in batches for k in batch]
+    assert [k.seed for k in batches[1]] == [item_seed(11, 6), item_seed(11, 7)]
+    seeds = [k.seed for batch in batches for k in batch]
     assert len(set(seeds)) == len(seeds)
     assert all(0 <= s < 2 ** 63 for s in seeds)
     assert item_seed(11, 6) != item_seed(12, 6)

@@ -243,7 +243,7 @@ def test_torchrun_two_processes_cross_stage_boundaries(tiny_reds, tmp_path):
 def test_fix_flow_freezes_spynet_exactly_as_long_as_basicsr(tiny_reds, tmp_path):
     """BasicSR's VideoRecurrentModel: frozen at 1-based iteration 1, trainable from iteration
     `fix_flow` on. With fix_flow 2, SpyNet must already change in iteration 2."""
-    from vsr_accel.train.step import flow_frozen_at
+    from vsr_accel.train.step import frozen_at
 
     basicsr_frozen = []  # BasicSR's optimize_parameters(current_iter), replayed
     frozen = False
@@ -253,8 +253,8 @@ def test_fix_flow_freezes_spynet_exactly_as_long_as_basicsr(tiny_reds, tmp_path)
         elif current_iter == 4:
             frozen = False
         basicsr_frozen.append(frozen)
-    assert [flow_frozen_at(t, 4) for t in range(6)] == basicsr_frozen == [True, True, True, False, False, False]
-    assert not any(flow_frozen_at(t, None) or flow_frozen_at(t, 0) for t in range(3))
+    assert [frozen_at(t, 4) for t in range(6)] == basicsr_frozen == [True, True, True, False, False, False]
+    assert not any(frozen_at(t, None) or frozen_at(t, 0) for t in range(3))
 
     data = tiny_options(tiny_reds, tmp_path / "exp", total_iter=2, fix_flow=2, curriculum={"type": "none"})
     data["logger"]["save_checkpoint_freq"] = 1
@@ -292,10 +292,10 @@ def test_resume_with_another_global_batch_is_refused_with_the_grad_accum_that_ke
 
 def test_geometry_change_names_processes_and_accumulation():
     from vsr_accel.core.distributed import DistContext
-    from vsr_accel.train.run_state import RunDirs, RunRecord, RunState
+    from vsr_accel.train.run_state import CheckpointClient, RunDirs, RunRecord
 
     ctx = DistContext(rank=0, world_size=4, local_rank=0, device=torch.device("cpu"))
-    state = RunState(RunDirs(Path("/nonexistent")), RunRecord("h", "{}", "[]", grad_accum=1), ctx, keep_last=1)
+    state = CheckpointClient(RunDirs(Path("/nonexistent")), RunRecord("h", "{}", "[]", grad_accum=1), ctx, keep_last=1)
     assert "--set train.grad_accum=2 keeps it" in state.geometry_change({"world_size": 8, "grad_accum": 1})
     assert state.geometry_change({"world_size": 2, "grad_accum": 2}) is None
     assert "no grad_accum keeps it on 4" in state.geometry_change({"world_size": 3, "grad_accum": 1})

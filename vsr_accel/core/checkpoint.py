@@ -8,11 +8,8 @@ bit-flipped state is reported and skipped instead of being half-loaded.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import signal
-import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,8 +17,9 @@ from typing import Any, Callable
 
 import torch
 
+from vsr_accel.core import test_hooks
 from vsr_accel.core.errors import CheckpointError
-from vsr_accel.core.fsio import TEMP_NAME, atomic_writer, remove_stale_temps  # noqa: F401  (re-exported)
+from vsr_accel.core.fsio import atomic_writer
 
 PARAM_KEYS = ("params_ema", "params", "state_dict")
 """Where a weights file keeps its state_dict, in order of preference: BasicSR's EMA and plain
@@ -122,7 +120,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     A failed write raises CheckpointError naming `path` and the OS's reason."""
     path = Path(path)
     try:
-        with atomic_writer(path, before_rename=lambda: fault_injection_point(f"save:{path.name}")) as handle:
+        with atomic_writer(path, before_rename=lambda: test_hooks.kill_point(f"save:{path.name}")) as handle:
             torch.save(obj, handle)
     except BaseException as exc:
         os_error = _os_error_behind(exc)
@@ -221,30 +219,3 @@ def prune(folder: str | Path, pattern: str, keep_last: int) -> None:
         return
     for path in numbered_files(folder, pattern)[keep_last:]:
         path.unlink(missing_ok=True)
-
-
-# -- fault injection for tests -----------------------------------------------------------------
-
-KILL_ENV = "VSR_TEST_KILL_AT"
-
-
-def fault_injection_point(point: str, rank: int | None = None) -> None:
-    """TEST HOOK (never set in production): `VSR_TEST_KILL_AT=step:3,save:4.state@1=SIGTERM`
-    makes the process send itself a signal (SIGKILL unless `=NAME` says otherwise) when it
-    reaches `point` -- `step:<iter>` after that iteration's optimizer step, `save:<file name>`
-    inside `atomic_save` after the temp file is written and fsynced but before the rename.
-    `@<rank>` restricts an entry to one rank. Entries fire only in the first attempt of a
-    torchrun group (TORCHELASTIC_RESTART_COUNT unset or 0), so a restarted group can finish.
-    It lets tests kill a run at exact places; reading one environment variable costs nothing."""
-    spec = os.environ.get(KILL_ENV)
-    if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
-        return
-    if rank is None:
-        rank = int(os.environ.get("RANK", "0") or 0)
-    for entry in spec.split(","):
-        target, _, signame = entry.strip().partition("=")
-        target, _, only_rank = target.partition("@")
-        if target == point and (not only_rank or int(only_rank) == rank):
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.kill(os.getpid(), getattr(signal, signame or "SIGKILL"))

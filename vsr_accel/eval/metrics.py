@@ -1,5 +1,5 @@
-"""PSNR and SSIM with BasicSR 1.4.2's exact definitions, in numpy (reported numbers) and torch
-(fast batched validation).
+"""PSNR and SSIM with BasicSR 1.4.2's exact definitions, on the 8-bit frames BasicSR reports on
+(validation, evaluation and inference's fidelity check all score through here).
 
 Users compare our numbers with tables produced by BasicSR, so the definitions follow
 `basicsr/metrics/psnr_ssim.py` to the last digit:
@@ -19,10 +19,8 @@ frames are RGB, so the numpy API takes an explicit `channel_order` instead of gu
 
 Quantisation: BasicSR reports metrics on the 8-bit images written by `tensor2img`
 (clamp to [0, 1], `(x * 255).round()` in float32). `tensor_to_uint8_image` does the same
-(`vsr_accel.core.pixels.quantize_like_tensor2img`), and
-the torch metrics quantise identically by default (`quantize=True`), so validation numbers
-computed on raw network output equal the numbers the numpy path reports after saving 8-bit
-frames. The numpy SSIM uses a separable valid-mode filter instead of `cv2.filter2D`; the two
+(`vsr_accel.core.pixels.quantize_like_tensor2img`), so validation numbers computed on raw network
+output equal the numbers reported after saving 8-bit frames. The numpy SSIM uses a separable valid-mode filter instead of `cv2.filter2D`; the two
 agree to float64 rounding (~1e-13 on real frames), which keeps this core free of OpenCV.
 """
 from __future__ import annotations
@@ -31,7 +29,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vsr_accel.core.pixels import quantize_like_tensor2img
 
@@ -146,81 +143,6 @@ def _ssim_single_channel(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> fl
     return float(np.mean(numerator / denominator))
 
 
-# --------------------------------------------------------------------------- torch (validation)
-
-def psnr_torch(sr: torch.Tensor, gt: torch.Tensor, crop_border: int, test_y_channel: bool = False,
-               quantize: bool = True) -> torch.Tensor:
-    """Per-image PSNR (float64 tensor of shape (N,)) of RGB batches (N, 3, H, W) in [0, 1].
-
-    With `quantize=True` both inputs are first rounded to 8 bits exactly like `tensor2img`, so the
-    result equals `calculate_psnr` on the saved uint8 frames (and is `inf` where they are equal).
-    """
-    a, b = _prepare_batch(sr, gt, crop_border, test_y_channel, quantize, min_side=1)
-    mse = torch.mean((a - b) ** 2, dim=(1, 2, 3))
-    return 10.0 * torch.log10(_PEAK * _PEAK / mse)  # mse == 0 -> +inf, as BasicSR's numpy path
-
-
-def ssim_torch(sr: torch.Tensor, gt: torch.Tensor, crop_border: int, test_y_channel: bool = False,
-               quantize: bool = True) -> torch.Tensor:
-    """Per-image SSIM (float64 tensor of shape (N,)) of RGB batches (N, 3, H, W) in [0, 1].
-
-    Same definition as `calculate_ssim`; see `psnr_torch` for `quantize`.
-    """
-    a, b = _prepare_batch(sr, gt, crop_border, test_y_channel, quantize, min_side=_WINDOW_SIZE)
-    taps = torch.from_numpy(gaussian_window_1d()).to(device=a.device)
-    channels = a.shape[1]
-    window = torch.outer(taps, taps).expand(channels, 1, _WINDOW_SIZE, _WINDOW_SIZE)
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, window, groups=channels)  # no padding: valid region, as BasicSR
-
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a * mu_a
-    var_b = blur(b * b) - mu_b * mu_b
-    cov = blur(a * b) - mu_a * mu_b
-    numerator = (2 * mu_a * mu_b + _SSIM_C1) * (2 * cov + _SSIM_C2)
-    denominator = (mu_a * mu_a + mu_b * mu_b + _SSIM_C1) * (var_a + var_b + _SSIM_C2)
-    # mean over pixels per channel, then over channels == mean over both (equal pixel counts)
-    return torch.mean(numerator / denominator, dim=(1, 2, 3))
-
-
-def _prepare_batch(sr: torch.Tensor, gt: torch.Tensor, crop_border: int, test_y_channel: bool,
-                   quantize: bool, min_side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate, quantise, crop, optionally take luma; float64 (N, C, H, W) on the 0..255 scale."""
-    if sr.shape != gt.shape:
-        raise ValueError(f"image shapes differ: {tuple(sr.shape)} vs {tuple(gt.shape)}")
-    if sr.dim() != 4 or sr.shape[1] != 3:
-        raise ValueError(f"expected RGB batches of shape (N, 3, H, W), got {tuple(sr.shape)}")
-    if crop_border < 0:
-        raise ValueError(f"crop_border must be >= 0, got {crop_border}")
-    height, width = sr.shape[2] - 2 * crop_border, sr.shape[3] - 2 * crop_border
-    if min(height, width) < min_side:
-        raise ValueError(f"images of shape {tuple(sr.shape)} with crop_border={crop_border} leave "
-                         f"{height}x{width} pixels; the metric needs at least {min_side}x{min_side}")
-    a, b = (_to_255_scale(x.detach(), quantize) for x in (sr, gt))
-    if crop_border:
-        a = a[:, :, crop_border:-crop_border, crop_border:-crop_border]
-        b = b[:, :, crop_border:-crop_border, crop_border:-crop_border]
-    if test_y_channel:
-        return _luma_like_basicsr_torch(a), _luma_like_basicsr_torch(b)
-    return a, b
-
-
-def _to_255_scale(x: torch.Tensor, quantize: bool) -> torch.Tensor:
-    if not quantize:
-        return x.to(torch.float64) * 255.0
-    return quantize_like_tensor2img(x).to(torch.float64)
-
-
-def _luma_like_basicsr_torch(rgb_255: torch.Tensor) -> torch.Tensor:
-    """Torch twin of `_luma_like_basicsr` for RGB (N, 3, H, W): same float32 roundings."""
-    unit = (rgb_255.to(torch.float32) / 255.0).to(torch.float64)
-    weights = torch.tensor(_Y_WEIGHTS_RGB, dtype=torch.float64, device=rgb_255.device)
-    luma = torch.einsum("nchw,c->nhw", unit, weights) + _Y_OFFSET
-    luma = (luma / 255.0).to(torch.float32) * 255.0
-    return luma.to(torch.float64).unsqueeze(1)
-
-
 def tensor_to_uint8_image(t: torch.Tensor) -> np.ndarray:
     """(3, H, W) RGB tensor in [0, 1] -> (H, W, 3) uint8 RGB array, rounded like `tensor2img`."""
     if t.dim() != 3 or t.shape[0] != 3:
@@ -232,7 +154,5 @@ __all__ = [
     "calculate_psnr",
     "calculate_ssim",
     "gaussian_window_1d",
-    "psnr_torch",
-    "ssim_torch",
     "tensor_to_uint8_image",
 ]

@@ -1,5 +1,6 @@
-"""Planning for long-video inference: temporal chunks with context, rank shares, sliding
-windows and spatial tiles. `vsr_accel.infer.inference` carries the plans out.
+"""Planning for long-video inference: temporal chunks with context, rank shares, the input
+frames of sliding-window models, spatial tiles, and the forward-only frame buffer.
+`vsr_accel.infer.inference` carries the plans out.
 
 Recurrent VSR models (BasicVSR) propagate features through the whole clip in both directions,
 so feeding a long video at once makes memory grow with its length. We cut the video into
@@ -43,7 +44,7 @@ class Chunk:
 
     @property
     def offset(self) -> int:
-        """Position of output frame `start` inside the context window."""
+        """Position of output frame `start` among the chunk's context frames."""
         return self.start - self.ctx_start
 
 
@@ -51,8 +52,8 @@ def plan_chunks(num_frames: int, chunk: int, context: int) -> list[Chunk]:
     """Split `num_frames` into consecutive chunks of `chunk` frames (the last may be shorter),
     each read with `context` frames either side, clamped at the video's ends.
 
-    Context windows only ever move forward, which is what lets the reader stream the video
-    through a bounded window."""
+    Context ranges only ever move forward, which is what lets the reader stream the video
+    through a bounded buffer (`ForwardBuffer`)."""
     if num_frames < 0:
         raise ValueError(f"num_frames must be >= 0, got {num_frames}")
     if chunk < 1:
@@ -77,7 +78,7 @@ def rank_share(chunks: Sequence[Chunk], rank: int, world_size: int) -> list[Chun
     return list(chunks[begin:end])
 
 
-def max_window(chunks: Iterable[Chunk]) -> int:
+def max_buffered(chunks: Iterable[Chunk]) -> int:
     """The most input frames any chunk holds at once: the bound on the reader's buffer."""
     return max((c.ctx_size for c in chunks), default=0)
 
@@ -157,12 +158,12 @@ def tile_spans(length: int, tile: int, overlap: int) -> list[TileSpan]:
     return spans
 
 
-class SlidingWindow(Generic[T]):
-    """Frames [lo, hi) of a stream that can only go forward, for context windows that only go
+class ForwardBuffer(Generic[T]):
+    """Frames [lo, hi) of a stream that can only go forward, for context ranges that only go
     forward (see `plan_chunks`).
 
     `read_next()` decodes the next frame, `skip_next()` passes over one without decoding work we
-    would throw away. Frames behind the window are dropped as soon as it moves, so at most
+    would throw away. Frames before `lo` are dropped as soon as it moves, so at most
     `hi - lo` frames are ever held; `peak` records the most held at once (tests assert on it)."""
 
     def __init__(self, read_next: Callable[[], T], skip_next: Callable[[], None]):
@@ -173,9 +174,9 @@ class SlidingWindow(Generic[T]):
         self._next = 0  # index of the next frame the stream would give
         self.peak = 0
 
-    def window(self, lo: int, hi: int) -> list[T]:
+    def frames(self, lo: int, hi: int) -> list[T]:
         if lo < self._lo or hi < lo:
-            raise ValueError(f"window [{lo}, {hi}) moves backwards from [{self._lo}, {self._next})")
+            raise ValueError(f"frames [{lo}, {hi}) move backwards from [{self._lo}, {self._next})")
         while self._frames and self._lo < lo:
             self._frames.popleft()
             self._lo += 1

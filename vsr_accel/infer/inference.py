@@ -29,7 +29,7 @@ from vsr_accel.core.config import read_yaml
 from vsr_accel.core.errors import ConfigError, DataError
 from vsr_accel.core.pixels import quantize_like_tensor2img, uint8_to_unit_float
 from vsr_accel.eval.metrics import calculate_psnr
-from vsr_accel.infer.chunking import EDVR_TEST_PADDING, Chunk, SlidingWindow, tile_spans, window_context
+from vsr_accel.infer.chunking import EDVR_TEST_PADDING, Chunk, ForwardBuffer, tile_spans, window_context
 from vsr_accel.infer.restore import Restore, restore_frames
 
 # Defaults chosen by measurement (benchmarks/bench_infer_memory.py --fidelity, 128 real frames):
@@ -241,14 +241,14 @@ class RunStats:
 
 def run_chunks(source: FrameStream, upscaler: Upscaler, chunks: Sequence[Chunk], output: FrameSink,
                progress: bool = False) -> RunStats:
-    """Restore `chunks` (ascending) streaming frames through a window of at most max ctx_size;
+    """Restore `chunks` (ascending) streaming frames through a buffer of at most max ctx_size frames;
     chunks whose frames all exist are skipped without decoding."""
     from tqdm import tqdm
 
     stats = RunStats()
     output.remove_stale_temps(i for c in chunks for i in range(c.start, c.stop))  # ours alone: our frames
     read_next, skip_next, close = source.open_stream()
-    window = SlidingWindow(read_next, skip_next)
+    buffer = ForwardBuffer(read_next, skip_next)
     bar = tqdm(total=sum(c.size for c in chunks), unit="frame", disable=not progress, dynamic_ncols=True,
                desc="infer")
     start_time = time.perf_counter()
@@ -258,7 +258,7 @@ def run_chunks(source: FrameStream, upscaler: Upscaler, chunks: Sequence[Chunk],
                 stats.skipped_chunks += 1
                 bar.update(chunk.size)
                 continue
-            frames = window.window(chunk.ctx_start, chunk.ctx_stop)
+            frames = buffer.frames(chunk.ctx_start, chunk.ctx_stop)
             restored = upscaler.restore(chunk, frames)
             del frames
             stats.written += output.write(range(chunk.start, chunk.stop), restored)
@@ -267,7 +267,7 @@ def run_chunks(source: FrameStream, upscaler: Upscaler, chunks: Sequence[Chunk],
     finally:
         bar.close()
         close()
-    stats.peak_buffered = window.peak
+    stats.peak_buffered = buffer.peak
     stats.seconds = time.perf_counter() - start_time
     return stats
 

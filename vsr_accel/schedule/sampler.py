@@ -1,7 +1,8 @@
 """One batch sampler for the whole multigrid run: every batch carries its training shape.
 
-Each micro-step yields a list of `SampleKey(index, lr_crop, num_frames, item_seed)`; the dataset
-crops `index` to that shape and draws its crop position/flips from `item_seed`. So data workers
+Each micro-step yields a list of `ItemRequest(index, lr_crop, num_frames, seed)`
+(`vsr_accel.core.item_request`); the dataset crops `index` to that shape and draws its crop
+position/flips from `seed`. So data workers
 hold no shared state, one DataLoader (`batch_sampler=...`) serves every stage, and a shape change
 needs no rebuild. All items of one micro-step share a shape, so the default collate stacks them.
 
@@ -18,8 +19,9 @@ of an epoch too short for the next global batch is skipped, so no clip appears t
 drop_last=False: the stream is the plain concatenation of the permutations, every clip of every
 epoch is used, and a step that spans an epoch end may repeat a clip.
 
-`item_seed` is a function of (seed, global sample number), the count of samples drawn before it in
-the run, so it is the same however workers/ranks are arranged and after a resume.
+An item's seed (`item_seed`) is a function of (the run's seed, global sample number), the count of
+samples drawn before it in the run, so it is the same however workers/ranks are arranged and after
+a resume.
 
 Iteration bookkeeping: the sampler does not report which iteration a batch belongs to, because
 DataLoader workers prefetch batches ahead of the training loop. The trainer counts iterations
@@ -31,27 +33,19 @@ stopped. Iterating the sampler again starts again at the start iteration.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch.utils.data import Sampler
 
 from vsr_accel.core.checks import is_int
 from vsr_accel.core.errors import CheckpointError, ConfigError, DataError
+from vsr_accel.core.item_request import ItemRequest
 from vsr_accel.schedule.curriculum import Schedule, global_batch
 
 _MASK64 = (1 << 64) - 1
 _STATE_KEYS = ("next_iter", "consumed", "epoch", "offset", "seed", "dataset_len", "drop_last")
 _SETTINGS_DEFAULTS = {"enlarge_ratio": 1, "shuffle": True}  # recorded since these became options
-
-
-class SampleKey(NamedTuple):
-    """What the training dataset receives for each item: `dataset[key]`."""
-
-    index: int
-    lr_crop: int
-    num_frames: int
-    item_seed: int
 
 
 def _splitmix64(value: int) -> int:
@@ -93,8 +87,8 @@ class StreamCursor:
     offset: int
 
 
-class MultigridBatchSampler(Sampler[list[SampleKey]]):
-    """Batches of `SampleKey`s following a curriculum `Schedule`, for one rank."""
+class MultigridBatchSampler(Sampler[list[ItemRequest]]):
+    """Batches of `ItemRequest`s following a curriculum `Schedule`, for one rank."""
 
     def __init__(self, schedule: Schedule, dataset_len: int, *, rank: int = 0, world_size: int = 1,
                  grad_accum: int = 1, seed: int = 0, drop_last: bool = True, enlarge_ratio: int = 1,
@@ -214,7 +208,7 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
                                                                   self.enlarge_ratio, self.shuffle)
         return order[offset]
 
-    def __iter__(self) -> Iterator[list[SampleKey]]:
+    def __iter__(self) -> Iterator[list[ItemRequest]]:
         cursor = self.cursor_at(self.start_iter)
         for stage in self.schedule.stages:
             if stage.end_iter <= self.start_iter:
@@ -227,7 +221,7 @@ class MultigridBatchSampler(Sampler[list[SampleKey]]):
                 stream_start = cursor.epoch * self.epoch_len + cursor.offset
                 for micro in range(self.grad_accum):
                     first = micro * chunk + self.rank * per_device
-                    yield [SampleKey(self._index_at(stream_start + k), stage.lr_crop, stage.num_frames,
-                                     item_seed(self.seed, cursor.consumed + k))
+                    yield [ItemRequest(self._index_at(stream_start + k), stage.lr_crop, stage.num_frames,
+                                       item_seed(self.seed, cursor.consumed + k))
                            for k in range(first, first + per_device)]
                 cursor = StreamCursor(cursor.consumed + batch, cursor.epoch, cursor.offset + batch)

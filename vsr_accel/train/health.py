@@ -35,14 +35,14 @@ ADVICE = ("set network_g.spynet_path to a pretrained SpyNet (BasicSR's spynet_si
 
 @dataclass
 class FlowWatch:
-    """Flags a flow that exceeds the frame at `patience` log windows in a row (one window can
-    be a freak batch; a sustained one is a broken flow network)."""
+    """Flags a flow that exceeds the frame at `patience` log intervals in a row (one interval's
+    batch can be a freak; a sustained divergence is a broken flow network)."""
     patience: int = 2
     streak: int = field(default=0, init=False)
 
     def update(self, stats: FlowStats | None) -> bool:
-        """True when the divergence reaches `patience` windows in a row, and every 10 windows
-        while it lasts (a reminder, not a line per window); None (nothing measured) changes nothing."""
+        """True when the divergence reaches `patience` intervals in a row, and every 10 intervals
+        while it lasts (a reminder, not a line per interval); None (nothing measured) changes nothing."""
         if stats is None:
             return False
         self.streak = self.streak + 1 if stats.exceeds_frame else 0
@@ -63,7 +63,7 @@ def dead_message(gap: float, threshold: float, it: int, frames: int) -> str:
 
 class HealthGuard:
     """The trainer's side of `train.health` (options `check`, `on_failure`, `flow_patience`,
-    `probe_frames`, `min_propagation`): `flow` at every log window (every rank measures its batch,
+    `probe_frames`, `min_propagation`): `flow` at every log interval (every rank measures its batch,
     the ranks agree on the numbers, so a stop happens on all of them together), `propagation` at
     every validation (rank 0 probes, the others receive its result). A failure is a `warning:`
     line, or with `on_failure: stop` a VSRError that ends the run (the checkpoints are kept)."""
@@ -75,7 +75,7 @@ class HealthGuard:
         self.flow_watch = FlowWatch(options.flow_patience)
 
     def flow(self, model: torch.nn.Module, lq: torch.Tensor) -> FlowStats | None:
-        """This window's batch flow: the mean over ranks of the mean |flow|, the largest |flow| of any rank."""
+        """This interval's batch flow: the mean over ranks of the mean |flow|, the largest |flow| of any rank."""
         stats = flow_magnitude(model, lq) if self.watch_flow else None
         if stats is None or not self.ctx.is_distributed:
             return stats

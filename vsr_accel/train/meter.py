@@ -1,9 +1,10 @@
-"""The trainer's clocks and its log window, without a host sync per step.
+"""The trainer's clocks and its log interval (the steps since the last log line), without a host
+sync per step.
 
 Two clocks run over training (validation and saving are paused out of both): `wall_seconds`,
 everything the loop spends including waiting for data (what a user waits), and `train_seconds`,
 the same minus the time the host blocked on the next batch (the paper's "training time without
-data loading"). Both are read only at window boundaries (log, save, validation, stop), where
+data loading"). Both are read only at interval boundaries (log, save, validation, stop), where
 `pause` synchronises the device first, so on CUDA the asynchronous step's real duration is
 counted without a per-step sync. Caveat: on CUDA a data wait can overlap work still queued on the
 device, so `train_seconds` is then a lower bound of the device's busy time.
@@ -36,8 +37,8 @@ class TrainMeter:
         self.device = device
         self.train_seconds = clocks.train_seconds
         self.wall_seconds = clocks.wall_seconds
-        self.window_loss = torch.zeros((), device=device)
-        self._reset_window()
+        self.interval_loss = torch.zeros((), device=device)
+        self._reset_interval()
         self._running_since: float | None = None
         self._waited = 0.0  # data wait since the clock last started
 
@@ -54,8 +55,8 @@ class TrainMeter:
         elapsed = time.perf_counter() - self._running_since
         self.wall_seconds += elapsed
         self.train_seconds += max(0.0, elapsed - self._waited)
-        self.window_wall += elapsed
-        self.window_wait += self._waited
+        self.interval_wall += elapsed
+        self.interval_wait += self._waited
         self._running_since = None
 
     @property
@@ -75,24 +76,24 @@ class TrainMeter:
             self._waited += time.perf_counter() - asked
             yield item
 
-    # -- the log window ----------------------------------------------------------------------
-    def _reset_window(self) -> None:
-        self.window_wall = 0.0
-        self.window_wait = 0.0
-        self.window_samples = 0
-        self.window_steps = 0
+    # -- the log interval --------------------------------------------------------------------
+    def _reset_interval(self) -> None:
+        self.interval_wall = 0.0
+        self.interval_wait = 0.0
+        self.interval_samples = 0
+        self.interval_steps = 0
 
     def add_step(self, loss: torch.Tensor, samples: int) -> None:
         """One optimizer step: its loss (a device tensor, not read back) and global samples."""
-        self.window_loss += loss
-        self.window_samples += samples
-        self.window_steps += 1
+        self.interval_loss += loss
+        self.interval_samples += samples
+        self.interval_steps += 1
 
-    def take_window(self) -> dict[str, Any]:
-        """The window since the last call (call it paused): summed loss tensor, steps, rates."""
-        window = {"loss_sum": self.window_loss.clone(), "steps": max(1, self.window_steps),
-                  "samples_per_s": self.window_samples / max(self.window_wall, 1e-9),
-                  "data_wait_frac": self.window_wait / max(self.window_wall, 1e-9)}
-        self.window_loss.zero_()
-        self._reset_window()
-        return window
+    def take_interval(self) -> dict[str, Any]:
+        """The interval since the last call (call it paused): summed loss tensor, steps, rates."""
+        interval = {"loss_sum": self.interval_loss.clone(), "steps": max(1, self.interval_steps),
+                    "samples_per_s": self.interval_samples / max(self.interval_wall, 1e-9),
+                    "data_wait_frac": self.interval_wait / max(self.interval_wall, 1e-9)}
+        self.interval_loss.zero_()
+        self._reset_interval()
+        return interval

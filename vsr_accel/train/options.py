@@ -96,8 +96,8 @@ class CurriculumOptions:
 @dataclass(frozen=True)
 class HealthOptions:
     """`train.health`: the flow and propagation guard of recurrent models with a flow network
-    (vsr_accel.train.health). At every log window the trainer measures the mean and max |flow| on the
-    batch; a mean beyond the LR crop for `flow_patience` windows in a row is reported as `flow
+    (vsr_accel.train.health). At every log interval the trainer measures the mean and max |flow| on
+    the batch; a mean beyond the LR crop for `flow_patience` intervals in a row is reported as `flow
     diverged`. At every validation it restores the first `probe_frames` frames of the first
     validation clip whole and frame by frame; a largest difference below `min_propagation` is
     reported as `propagation dead`. `on_failure`: warn (a log line) or stop (exit with an error)."""

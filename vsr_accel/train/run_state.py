@@ -26,7 +26,7 @@ from vsr_accel.core.distributed import DistContext, barrier, broadcast_object
 from vsr_accel.train.ema import EMA
 from vsr_accel.train.meter import Clocks
 from vsr_accel.core.errors import CheckpointError, ConfigError
-from vsr_accel.core.fsio import atomic_write_text
+from vsr_accel.core.fsio import atomic_write_text, remove_stale_temps
 from vsr_accel.train.options import GEOMETRY_KEYS, MONITORING_KEYS, RUN_ONLY_SECTIONS
 from vsr_accel.core.rng import rng_state, set_rng_state
 from vsr_accel.schedule.sampler import MultigridBatchSampler
@@ -90,8 +90,8 @@ class RunDirs:
 
 
 @dataclasses.dataclass
-class TrainState:
-    """The live objects a training state is saved from and restored into."""
+class LiveObjects:
+    """The live objects a training state (`<iter>.state`) is saved from and restored into."""
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     sampler: MultigridBatchSampler
@@ -134,8 +134,9 @@ def plain_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.contiguous() for key, value in state.items()}
 
 
-class RunState:
-    """Find, check, restore and save training states for one run folder."""
+class CheckpointClient:
+    """Find, check, restore and save one run folder's training states (torchtune's name for the
+    object a recipe asks for its checkpoints)."""
 
     def __init__(self, dirs: RunDirs, record: RunRecord, ctx: DistContext, keep_last: int) -> None:
         self.dirs = dirs
@@ -200,7 +201,7 @@ class RunState:
                 f"{new_world} x {new_accum}, so every stage's global batch (and its linearly scaled LR) changes by "
                 f"x{new_world * new_accum / (old_world * old_accum):g}; {advice}")
 
-    def restore(self, found: Found, live: TrainState) -> None:
+    def restore(self, found: Found, live: LiveObjects) -> None:
         state, source = found.state, str(found.path)
         ckpt.load_weights_strict(live.model, state["network"]["params"], source)
         if live.ema is not None:
@@ -235,13 +236,13 @@ class RunState:
                 print(f"note: existing {dirs.root} moved to {archived}")
             for folder in (dirs.root, dirs.models, dirs.states):
                 folder.mkdir(parents=True, exist_ok=True)
-            stale = ckpt.remove_stale_temps(dirs.states) + ckpt.remove_stale_temps(dirs.models)
+            stale = remove_stale_temps(dirs.states) + remove_stale_temps(dirs.models)
             atomic_write_text(dirs.root / "options.yml", yaml.safe_dump(options, sort_keys=False))
         barrier(self.ctx)
         return stale
 
     # -- saving ------------------------------------------------------------------------------
-    def save(self, live: TrainState, it: int, clocks: Clocks) -> None:
+    def save(self, live: LiveObjects, it: int, clocks: Clocks) -> None:
         """Weights in BasicSR's format (`models/net_g_<iter>.pth`) and the full training state
         (`training_states/<iter>.state`, written last: it is the commit point of a save)."""
         ctx = self.ctx

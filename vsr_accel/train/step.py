@@ -10,14 +10,13 @@ tensor, so a step never waits for the device.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from vsr_accel.train.ema import EMA
 from vsr_accel.train.speed import channels_last_clip
-
-from dataclasses import dataclass
 
 FROZEN_BY_FIX_FLOW = ("spynet", "edvr")
 """BasicSR's VideoRecurrentModel freezes parameters whose names contain `spynet` (BasicVSR,
@@ -41,13 +40,6 @@ def flow_parameter_names(model: torch.nn.Module) -> list[str]:
     return _named(model, FROZEN_BY_FIX_FLOW)
 
 
-def set_flow_frozen(model: torch.nn.Module, frozen: bool) -> None:
-    names = set(flow_parameter_names(model))
-    for name, param in model.named_parameters():
-        if name in names:
-            param.requires_grad_(not frozen)
-
-
 @dataclass(frozen=True)
 class FreezePlan:
     """Which parameters are frozen at each iteration: BasicSR's `fix_flow` (VideoRecurrentModel:
@@ -58,9 +50,9 @@ class FreezePlan:
 
     def frozen(self, model: torch.nn.Module, it: int) -> frozenset[str]:
         names: set[str] = set()
-        if flow_frozen_at(it, self.fix_flow):
+        if frozen_at(it, self.fix_flow):
             names.update(flow_parameter_names(model))
-        if flow_frozen_at(it, self.tsa_iter):
+        if frozen_at(it, self.tsa_iter):
             names.update(n for n, _ in model.named_parameters() if not any(p in n for p in TRAINED_BY_TSA_ITER))
         return frozenset(names)
 
@@ -74,11 +66,13 @@ def set_frozen(model: torch.nn.Module, frozen: frozenset[str]) -> None:
         param.requires_grad_(name not in frozen)
 
 
-def flow_frozen_at(it: int, fix_flow: int | None) -> bool:
-    """BasicSR freezes the flow part at 1-based iteration 1 and unfreezes it at 1-based iteration
-    `fix_flow` (`optimize_parameters`: frozen while current_iter < fix_iter), so it is frozen while
-    the 0-based `it` + 1 < fix_flow: fix_flow 5000 trains 4999 iterations with a frozen SpyNet."""
-    return bool(fix_flow) and it + 1 < fix_flow
+def frozen_at(it: int, release_iter: int | None) -> bool:
+    """Whether a part BasicSR freezes until 1-based iteration `release_iter` (`fix_flow` for the
+    flow network, `tsa_iter` for all but EDVR's TSA fusion) is frozen at 0-based iteration `it`.
+    BasicSR freezes at 1-based iteration 1 and releases at `release_iter` (`optimize_parameters`:
+    frozen while current_iter < fix_iter), so the part is frozen while `it` + 1 < release_iter:
+    fix_flow 5000 trains 4999 iterations with a frozen SpyNet. None or 0: never frozen."""
+    return bool(release_iter) and it + 1 < release_iter
 
 
 def build_optimizer(model: torch.nn.Module, *, type: str = "Adam", lr: float, betas: tuple[float, ...] = (0.9, 0.99),
