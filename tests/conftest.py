@@ -12,6 +12,8 @@ import pytest
 import torch
 import yaml
 
+from vsr_accel.core.rng import rng_state
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,3 +94,9 @@ def tiny_options(data: Path, exp_root: Path, **train_overrides) -> dict:
 def write_options(path: Path, data: dict) -> str:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return str(path)
+
+
+def sample_state(it: int = 5) -> dict:
+    """A small training state with every entry a resume reads."""
+    return {"iter": it, "network": {"params": {"w": torch.arange(4000, dtype=torch.float32)}},
+            "optimizer": {"state": {}, "param_groups": []}, "sampler": {"next_iter": it}, "rng": [rng_state()]}

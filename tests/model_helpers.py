@@ -1,8 +1,10 @@
 """What the model tests share: parameter noise (so zero-initialised layers matter in a parity
-check), a state dict's keys with their shapes, and MMagic's names for BasicVSR++ keys."""
+check), a state dict's keys with their shapes, MMagic's names for BasicVSR++ keys, and a tiny
+BasicVSR whose flow network moves."""
 from __future__ import annotations
 
 import re
+import warnings
 
 import torch
 from torch import nn
@@ -37,3 +39,18 @@ def mmagic_key(basicsr_key: str) -> str:
     if upconv:
         return f"generator.upsample{upconv.group(1)}.upsample_conv.{upconv.group(2)}"
     return f"generator.{basicsr_key}"
+
+
+def tiny_basicvsr_with_flow(seed: int = 0) -> nn.Module:
+    """A 4-channel BasicVSR in train mode, its weights jittered so that SpyNet predicts a non-zero
+    flow (then its gradients, and its LR group, matter)."""
+    import models
+
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = models.build_network({"type": "BasicVSR", "num_feat": 4, "num_block": 1})
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.add_(torch.randn_like(param) * (0.002 if "spynet" in name else 0.02))
+    return model.train()

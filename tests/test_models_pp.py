@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import re
 import warnings
 from pathlib import Path
 from unittest import mock

@@ -11,26 +11,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import pickle
 import signal
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
 import train
-from tests.conftest import tiny_options, write_options
+from tests.conftest import sample_state, tiny_options, write_options
 from vsr_accel.core import checkpoint as ckpt
 from vsr_accel.core import fsio
 from vsr_accel.core import test_hooks
-from vsr_accel.core.distributed import DistContext
-from vsr_accel.core.errors import CheckpointError, VSRError
-from vsr_accel.train.guards import NonFiniteWatch, StopFlag
-from vsr_accel.core.rng import loader_generator, rng_state, set_rng_state
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
@@ -270,18 +264,6 @@ def test_nonfinite_loss_is_named_exactly_though_checked_every_few_steps(tiny_red
     assert "loss became NaN/Inf at iteration 2 (detected at iteration 3)" in err and "no checkpoint" in err
 
 
-def test_nonfinite_watch_records_first_bad_iteration_without_reading_it():
-    watch = NonFiniteWatch(torch.device("cpu"))
-    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    for it, value in enumerate([0.5, 0.4, float("inf"), 0.3, float("nan")], start=1):
-        watch.record(torch.tensor(value), it)
-    with pytest.raises(VSRError, match="at iteration 3 .detected at iteration 5"):
-        watch.check(5, ctx, Path("/nonexistent"))
-    clean = NonFiniteWatch(torch.device("cpu"))
-    clean.record(torch.tensor(1.0), 1)
-    clean.check(1, ctx, Path("/nonexistent"))  # finite: no error
-
-
 # -- full disk, workers -----------------------------------------------------------------------
 
 def disk_full_after(saves_that_fit: int, monkeypatch) -> None:
@@ -368,38 +350,7 @@ def test_data_workers_do_not_change_results(tiny_reds, tmp_path, one_thread):
     assert_bit_identical(runs[0], runs[2])
 
 
-# -- checkpoint files (no training) ---------------------------------------------------------------
-
-def sample_state(it: int = 5) -> dict:
-    return {"iter": it, "network": {"params": {"w": torch.arange(4000, dtype=torch.float32)}},
-            "optimizer": {"state": {}, "param_groups": []}, "sampler": {"next_iter": it}, "rng": [rng_state()]}
-
-
-def test_atomic_save_never_replaces_with_a_partial_file(tmp_path, monkeypatch):
-    path = tmp_path / "5.state"
-    ckpt.atomic_save(sample_state(), path)
-    before = path.read_bytes()
-    def failing_rename(*args):
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-    monkeypatch.setattr(os, "replace", failing_rename)
-    with pytest.raises(CheckpointError, match=r"5\.state: checkpoint not written \(Input/output error\)"):
-        ckpt.atomic_save(sample_state(6), path)
-    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["5.state"]
-
-
-def test_atomic_save_keeps_bugs_as_ordinary_errors(tmp_path):
-    with pytest.raises(Exception) as info:
-        ckpt.atomic_save({"f": lambda: 0}, tmp_path / "x.pth")  # not picklable: a bug, not the disk
-    assert not isinstance(info.value, CheckpointError) and not list(tmp_path.iterdir())
-
-
-def test_saved_files_follow_the_umask_not_0600(tmp_path):
-    path = tmp_path / "w.pth"
-    ckpt.atomic_save({"a": torch.zeros(1)}, path)
-    umask = os.umask(0)
-    os.umask(umask)
-    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
-
+# -- a kill inside a save ------------------------------------------------------------------------
 
 def test_kill_during_save_leaves_only_an_ignored_temp_file(tmp_path):
     """A real SIGKILL between writing the temp file and renaming it."""
@@ -413,66 +364,6 @@ def test_kill_during_save_leaves_only_an_ignored_temp_file(tmp_path):
     assert ckpt.latest_good_state(tmp_path)[1]["iter"] == 3
     assert [p.name for p in fsio.remove_stale_temps(tmp_path)][0].startswith(".7.state.")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["3.state"]
-
-
-def damaged_copies(tmp_path: Path) -> dict[str, Path]:
-    good = tmp_path / "good.state"
-    ckpt.atomic_save(sample_state(), good)
-    blob = good.read_bytes()
-    out = {"truncated": blob[: len(blob) // 2], "empty": b""}
-    flipped = bytearray(blob)
-    with zipfile.ZipFile(good) as archive:  # flip one byte inside the tensor record
-        info = next(i for i in archive.infolist() if i.filename.endswith("/data/0"))
-    flipped[info.header_offset + 30 + len(info.filename) + len(info.extra) + 100] ^= 0xFF
-    out["bit flip"] = bytes(flipped)
-    paths = {}
-    for name, data in out.items():
-        paths[name] = tmp_path / f"{name.replace(' ', '_')}.state"
-        paths[name].write_bytes(data)
-    return paths
-
-
-def test_read_training_state_detects_truncation_bit_flips_and_missing_entries(tmp_path):
-    for name, path in damaged_copies(tmp_path).items():
-        with pytest.raises(CheckpointError, match=f"{path.name}: corrupt training state") as info:
-            ckpt.read_training_state(path)
-        assert "\n" not in str(info.value), name
-    no_iter = tmp_path / "no_iter.state"
-    ckpt.atomic_save({"network": {}}, no_iter)
-    with pytest.raises(CheckpointError, match="no 'iter' entry"):
-        ckpt.read_training_state(no_iter)
-    half = tmp_path / "half.state"
-    ckpt.atomic_save({"iter": 3, "network": {}}, half)
-    with pytest.raises(CheckpointError, match="incomplete training state .no 'optimizer', 'sampler' entry"):
-        ckpt.read_training_state(half)
-
-
-class _Exploit:
-    def __reduce__(self):
-        return (os.system, ("touch pwned",))
-
-
-def test_pickle_with_code_is_refused_and_never_run(tmp_path, monkeypatch):
-    path = tmp_path / "9.state"
-    torch.save({"iter": 9, "payload": _Exploit()}, path)
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(CheckpointError, match="corrupt or unsafe training state"):
-        ckpt.read_training_state(path)
-    assert not (tmp_path / "pwned").exists()
-
-
-def test_latest_good_state_falls_back_past_damaged_newer_states(tmp_path):
-    ckpt.atomic_save(sample_state(2), tmp_path / "2.state")
-    ckpt.atomic_save(sample_state(4), tmp_path / "4.state")
-    blob = (tmp_path / "4.state").read_bytes()
-    (tmp_path / "4.state").write_bytes(blob[:1000])  # a state truncated by something outside our control
-    (tmp_path / "6.state").write_bytes(pickle.dumps({"iter": 6}))  # not a torch zip
-    (tmp_path / ".8.state.abcd.tmp").write_bytes(blob)  # a killed save: ignored
-    skipped = []
-    path, state = ckpt.latest_good_state(tmp_path, on_skip=skipped.append)
-    assert path.name == "2.state" and state["iter"] == 2
-    assert [s.split(": ")[1].rsplit("/", 1)[-1] for s in skipped] == ["6.state", "4.state"]
-    assert (tmp_path / "4.state").exists()  # reported, never deleted
 
 
 def test_auto_resume_skips_a_truncated_newest_state_with_a_warning(straight, tiny_reds, tmp_path, one_thread,
@@ -489,52 +380,3 @@ def test_auto_resume_skips_a_truncated_newest_state_with_a_warning(straight, tin
     assert "warning: skipping damaged training state" in captured.err and "6.state" in captured.err
     assert f"resumed from {states / '2.state'} at iteration 2" in captured.out
     assert_bit_identical(straight.weights(), weights(tmp_path / "exp" / "tiny", TOTAL))
-
-
-def test_prune_keeps_the_newest(tmp_path):
-    for it in (2, 4, 6, 8):
-        (tmp_path / f"{it}.state").write_bytes(b"x")
-    (tmp_path / "notes.txt").write_bytes(b"x")
-    ckpt.prune(tmp_path, "{iter}.state", keep_last=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["6.state", "8.state", "notes.txt"]
-
-
-# -- RNG, stop flag -----------------------------------------------------------------------------
-
-def test_rng_state_survives_a_weights_only_round_trip(tmp_path):
-    import random
-
-    import numpy as np
-    torch.manual_seed(1)
-    random.seed(2)
-    np.random.seed(3)
-    np.random.normal()  # a cached gaussian is part of numpy's state
-    saved = rng_state()
-    expected = (torch.rand(3), random.random(), np.random.rand(3), np.random.normal())
-    ckpt.atomic_save({"rng": [saved]}, tmp_path / "r.pth")
-    set_rng_state(torch.load(tmp_path / "r.pth", weights_only=True)["rng"][0])
-    again = (torch.rand(3), random.random(), np.random.rand(3), np.random.normal())
-    assert torch.equal(expected[0], again[0]) and expected[1] == again[1]
-    assert np.array_equal(expected[2], again[2]) and expected[3] == again[3]
-
-
-def test_loader_generator_depends_on_seed_rank_and_step_only():
-    def draw(*key):
-        return torch.randint(0, 2**62, (1,), generator=loader_generator(*key)).item()
-    assert draw(0, 0, 10) == draw(0, 0, 10)
-    assert len({draw(0, 0, 10), draw(1, 0, 10), draw(0, 1, 10), draw(0, 0, 11)}) == 4
-
-
-def test_stop_flag_restores_handlers_and_second_signal_aborts(monkeypatch):
-    before = signal.getsignal(signal.SIGTERM)
-    sent = []
-    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append(sig))
-    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    with StopFlag() as stop:
-        assert not stop.should_stop(1, ctx)
-        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
-        assert stop.should_stop(2, ctx) and stop.requested == "SIGTERM" and not sent
-        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # a second one: default action, now
-        assert sent == [signal.SIGTERM] and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    assert signal.getsignal(signal.SIGTERM) is before
-

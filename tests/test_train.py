@@ -15,10 +15,8 @@ import models
 import train
 from tests.conftest import tiny_options, write_options
 from tests.test_reliability import kill_tree
+from vsr_accel.train import builders
 from vsr_accel.train.options import TrainOptions
-from vsr_accel.train.speed import SpeedSettings, resolve_speed
-
-DEFAULT_TRAIN = TrainOptions(total_iter=1)  # every speed switch at its default
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,26 +92,6 @@ def test_gradient_accumulation_matches_one_large_batch(tiny_reds, tmp_path):
     assert moved > 1e-4  # the step did something, so the equality above is meaningful
 
 
-def test_default_speed_settings_are_the_benchmarked_ones():
-    from benchmarks._common import OPTIMISED
-    cpu = resolve_speed(DEFAULT_TRAIN.amp, DEFAULT_TRAIN.channels_last, torch.device("cpu"))
-    assert cpu.channels_last == OPTIMISED.channels_last
-    assert cpu.amp_dtype == {"bf16": torch.bfloat16, "none": None}[OPTIMISED.amp]
-    cuda = resolve_speed(DEFAULT_TRAIN.amp, DEFAULT_TRAIN.channels_last, torch.device("cuda"))
-    assert cuda == SpeedSettings(channels_last=False, amp_dtype=None)  # nothing measured there
-    forced = resolve_speed("fp16", False, torch.device("cpu"))
-    assert forced == SpeedSettings(channels_last=False, amp_dtype=torch.float16)
-
-
-@pytest.mark.parametrize("capability, expected", [("AVX512", True), ("AVX2", False), ("DEFAULT", False)])
-def test_channels_last_by_default_only_where_it_measured_faster(monkeypatch, capability, expected):
-    """On by default with AVX-512 (1.1-1.4x on the Xeon), off on AVX2 (0.74-0.82x on the AMD EPYC)."""
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    assert resolve_speed("none", None, torch.device("cpu")).channels_last is expected
-    assert resolve_speed("none", True, torch.device("cpu")).channels_last is True  # asked for: always
-    assert resolve_speed("none", None, torch.device("cuda")).channels_last is False
-
-
 def test_default_speed_run_saves_plain_weights_and_checkpoint_propagation_trains(tiny_reds, tmp_path):
     """channels_last training must not leak its layout into the BasicSR-format weights, and the
     recomputing backward must give the same weights as the stored-activation one."""
@@ -139,7 +117,7 @@ def test_default_precision_trains_like_fp32_for_50_iterations(tiny_reds, tmp_pat
     stays within 1% of fp32 over 50 iterations. Single iterations are noisier (measured here:
     at most 0.9% at 16 channels, 1.2% at 4), so they get a looser bound; the per-step 1% check
     on a fixed step is tests/test_perf_features.py."""
-    if resolve_speed(DEFAULT_TRAIN.amp, DEFAULT_TRAIN.channels_last, torch.device("cpu")).amp_dtype is None:
+    if builders.speed_settings(TrainOptions(total_iter=1), torch.device("cpu")).amp_dtype is None:  # the default
         pytest.skip("the default precision on this CPU is fp32: nothing to compare")
     curves = {}
     for amp in ("auto", "none"):
@@ -288,14 +266,3 @@ def test_resume_with_another_global_batch_is_refused_with_the_grad_accum_that_ke
     assert run_train(opt, "--auto_resume", "--set", "train.grad_accum=2", "--force-resume") == 0
     err = capsys.readouterr().err
     assert "warning:" in err and "changes by x2" in err and "continuing because of --force-resume" in err
-
-
-def test_geometry_change_names_processes_and_accumulation():
-    from vsr_accel.core.distributed import DistContext
-    from vsr_accel.train.run_state import CheckpointClient, RunDirs, RunRecord
-
-    ctx = DistContext(rank=0, world_size=4, local_rank=0, device=torch.device("cpu"))
-    state = CheckpointClient(RunDirs(Path("/nonexistent")), RunRecord("h", "{}", "[]", grad_accum=1), ctx, keep_last=1)
-    assert "--set train.grad_accum=2 keeps it" in state.geometry_change({"world_size": 8, "grad_accum": 1})
-    assert state.geometry_change({"world_size": 2, "grad_accum": 2}) is None
-    assert "no grad_accum keeps it on 4" in state.geometry_change({"world_size": 3, "grad_accum": 1})

@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from vsr_accel.schedule.curriculum import (Schedule, Stage, build_schedule, default_frame_counts, default_lr_crops,
-                                  spread)
+from tests.conftest import REPO
 from vsr_accel.core.errors import ConfigError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from vsr_accel.schedule.curriculum import (Schedule, Stage, build_schedule, default_frame_counts, default_lr_crops,
+                                           spread)
 
 
 def table(schedule: Schedule) -> list[tuple[int, int, int, int]]:
@@ -182,7 +180,7 @@ def test_core_modules_import_without_torch():
             "s = vsr_accel.schedule.curriculum.build_schedule('multigrid', 60, 64, 15, 4)\n"
             "print(vsr_accel.schedule.plan.format_plan(vsr_accel.schedule.plan.plan_dict(s, vsr_accel.schedule.lr.LRSchedule(s, 2e-4, 16),"
             " scale=4, world_size=1, grad_accum=1)).splitlines()[-1])\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "2.18x" in result.stdout
 

@@ -1,5 +1,6 @@
-"""Long-video inference: chunk planning, streaming, resume, atomic writes, bad input, and
-clip-parallel runs that must equal the one-process result byte for byte."""
+"""Long-video inference (vsr_accel/infer/inference.py and infer.py): tiling, streaming, resume,
+atomic writes, bad input, and clip-parallel runs that must equal the one-process result byte for
+byte. The pure planning is tests/infer/test_chunking.py."""
 from __future__ import annotations
 
 import importlib.util
@@ -21,16 +22,14 @@ import models
 from datasets.video_io import FrameFolder, open_source
 from models import build_network
 from vsr_accel.infer import inference
-from vsr_accel.infer.chunking import (Chunk, ForwardBuffer, max_buffered, plan_chunks, rank_share, tile_spans, window_context,
-                                window_indices)
-from vsr_accel.core.checkpoint import read_network_weights
+from tests.conftest import REPO
 from vsr_accel.core.errors import CheckpointError
-from vsr_accel.core.pixels import quantize_like_tensor2img
 from vsr_accel.core.fsio import atomic_write_bytes, stale_temps
+from vsr_accel.core.pixels import quantize_like_tensor2img
+from vsr_accel.infer.chunking import plan_chunks, rank_share, tile_spans
 from vsr_accel.infer.inference import (ModelSource, Upscaler, apply_tiled, compare_frames, frames_to_tensor, load_model,
-                                 parse_network_args, run_chunks)
+                                       parse_network_args, run_chunks)
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = {"type": "BasicVSR", "num_feat": 8, "num_block": 1}
 NUM_FRAMES = 20
 LR_SIZE = (32, 24)  # (w, h)
@@ -118,70 +117,7 @@ def make_upscaler(checkpoint: Path, num_frames: int, spec: dict = TINY) -> Upsca
     return Upscaler(model, torch.device("cpu"), num_frames)
 
 
-# ----------------------------------------------------------------------------- planning
-
-@pytest.mark.parametrize("num_frames,chunk,context", [(20, 6, 2), (20, 20, 0), (7, 10, 3), (1, 1, 5), (33, 8, 8)])
-def test_plan_chunks_covers_every_frame_once_with_clamped_context(num_frames, chunk, context):
-    chunks = plan_chunks(num_frames, chunk, context)
-    covered = [i for c in chunks for i in range(c.start, c.stop)]
-    assert covered == list(range(num_frames))
-    for c in chunks:
-        assert 1 <= c.size <= chunk
-        assert c.ctx_start == max(0, c.start - context) and c.ctx_stop == min(num_frames, c.stop + context)
-    # context windows only move forward: what lets the reader stream
-    assert all(a.ctx_start <= b.ctx_start and a.ctx_stop <= b.ctx_stop for a, b in zip(chunks, chunks[1:]))
-    assert max_buffered(chunks) <= chunk + 2 * context
-
-
-def test_plan_chunks_example_and_bad_arguments():
-    assert plan_chunks(10, 4, 1) == [Chunk(0, 4, 0, 5), Chunk(4, 8, 3, 9), Chunk(8, 10, 7, 10)]
-    assert plan_chunks(0, 4, 1) == []
-    for bad in [(10, 0, 1), (10, 4, -1), (-1, 4, 1)]:
-        with pytest.raises(ValueError):
-            plan_chunks(*bad)
-
-
-@pytest.mark.parametrize("num_chunks,world_size", [(4, 2), (5, 2), (7, 3), (2, 4), (0, 2), (9, 1)])
-def test_rank_share_is_contiguous_balanced_and_complete(num_chunks, world_size):
-    chunks = plan_chunks(num_chunks * 3, 3, 1)
-    shares = [rank_share(chunks, r, world_size) for r in range(world_size)]
-    assert [c for share in shares for c in share] == chunks  # in order: contiguous and complete
-    sizes = [len(s) for s in shares]
-    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
-    with pytest.raises(ValueError):
-        rank_share(chunks, world_size, world_size)
-
-
-def test_window_indices_follow_basicsr_generate_frame_indices():
-    # The examples of BasicSR's docstring (current_idx=0, num_frames=5, 100-frame clip).
-    expected = {"replicate": [0, 0, 0, 1, 2], "reflection": [2, 1, 0, 1, 2],
-                "reflection_circle": [4, 3, 0, 1, 2], "circle": [3, 4, 0, 1, 2]}
-    for padding, indices in expected.items():
-        assert window_indices(0, 100, 5, padding) == indices
-    assert window_indices(99, 100, 5, "reflection_circle") == [97, 98, 99, 96, 95]
-    # Clips shorter than the window are clamped into range rather than crashing.
-    assert all(0 <= i < 3 for c in range(3) for i in window_indices(c, 3, 5, "reflection_circle"))
-
-
-@pytest.mark.parametrize("padding", ["replicate", "reflection", "reflection_circle", "circle"])
-def test_window_context_keeps_every_window_inside_its_chunk(padding):
-    for num_frames in (5, 9, 17):
-        for chunk in (1, 3, 4):
-            for c in plan_chunks(num_frames, chunk, window_context(5, padding)):
-                for center in range(c.start, c.stop):
-                    assert all(c.ctx_start <= i < c.ctx_stop for i in window_indices(center, num_frames, 5, padding))
-
-
-def test_tile_spans_partition_the_axis():
-    for length, tile, overlap in [(100, 40, 8), (72, 40, 8), (33, 16, 4), (10, 16, 4), (50, 0, 0)]:
-        spans = tile_spans(length, tile, overlap)
-        assert spans[0].keep_start == 0 and spans[-1].keep_stop == length
-        for a, b in zip(spans, spans[1:]):
-            assert a.keep_stop == b.keep_start
-        for s in spans:
-            assert 0 <= s.start <= s.keep_start < s.keep_stop <= s.stop <= length
-            assert s.stop - s.start == min(tile, length) if tile else s.stop == length
-
+# ----------------------------------------------------------------------------- tiling
 
 def test_tiled_inference_assembles_the_untiled_result():
     x = torch.rand(2, 3, 23, 37)
@@ -193,46 +129,6 @@ def test_tiled_inference_assembles_the_untiled_result():
 
 
 # ----------------------------------------------------------------------------- streaming
-
-class CountingStream:
-    """A fake decoder that records what was decoded and skipped."""
-
-    def __init__(self):
-        self.position = 0
-        self.decoded: list[int] = []
-        self.skipped: list[int] = []
-
-    def read_next(self) -> int:
-        self.decoded.append(self.position)
-        self.position += 1
-        return self.position - 1
-
-    def skip_next(self) -> None:
-        self.skipped.append(self.position)
-        self.position += 1
-
-
-def test_forward_buffer_holds_at_most_chunk_plus_two_context_frames():
-    stream = CountingStream()
-    buffer = ForwardBuffer(stream.read_next, stream.skip_next)
-    chunks = plan_chunks(50, 8, 3)
-    for c in chunks:
-        assert buffer.frames(c.ctx_start, c.ctx_stop) == list(range(c.ctx_start, c.ctx_stop))
-    assert buffer.peak == max_buffered(chunks) == 8 + 2 * 3
-    assert stream.decoded == list(range(50))  # each frame decoded once, none skipped
-    with pytest.raises(ValueError):
-        buffer.frames(0, 5)
-
-
-def test_forward_buffer_skips_without_decoding_chunks_already_done():
-    stream = CountingStream()
-    buffer = ForwardBuffer(stream.read_next, stream.skip_next)
-    chunks = plan_chunks(40, 8, 2)
-    for c in (chunks[0], chunks[3]):  # chunks 1 and 2 were done by an earlier run
-        assert buffer.frames(c.ctx_start, c.ctx_stop) == list(range(c.ctx_start, c.ctx_stop))
-    assert stream.skipped == list(range(10, 22)) and 15 not in stream.decoded
-    assert buffer.peak == 12  # the larger of the two context ranges read, never their span
-
 
 def test_run_buffers_at_most_chunk_plus_two_context_frames(lr_dir: Path, checkpoint: Path, tmp_path: Path):
     source = open_source(lr_dir)
@@ -493,23 +389,6 @@ def test_network_from_options_file_and_json_args(lr_dir: Path, checkpoint: Path,
     assert parse_network_args(['{"num_feat": 8}']) == {"num_feat": 8}
     assert parse_network_args(["num_feat=8", "spynet_path=~", "name=abc"]) == \
         {"num_feat": 8, "spynet_path": None, "name": "abc"}
-
-
-@pytest.mark.parametrize("layout", ["bare", "params_ema", "training_state"])
-def test_checkpoint_layouts_give_the_same_weights(checkpoint: Path, tmp_path: Path, layout: str):
-    params = torch.load(checkpoint, weights_only=True)["params"]
-    ema = {k: v + 1 for k, v in params.items()}  # distinguishable from params
-    blob = {"bare": params, "params_ema": {"params": params, "params_ema": ema},
-            "training_state": {"iter": 10, "network": {"params": params, "params_ema": ema}, "optimizer": {},
-                               "sampler": {}}}[layout]  # what train.py's `<iter>.state` holds
-    path = tmp_path / "weights.pth"
-    torch.save(blob, path)
-    loaded = read_network_weights(path, param_key=None)
-    expected = params if layout == "bare" else ema  # params_ema wins, as in BasicSR's test scripts
-    assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected)
-    if layout != "bare":
-        chosen = read_network_weights(path, param_key="params")
-        assert all(torch.equal(chosen[k], params[k]) for k in params)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -1,11 +1,11 @@
 """Options: BasicSR layout, typed validation, one-line errors that name file, key and closest key."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import REPO
 from vsr_accel.core.config import apply_overrides, parse_override, read_yaml
 from vsr_accel.core.errors import ConfigError
 from vsr_accel.train.options import load_options
@@ -88,8 +88,6 @@ def test_results_hash_ignores_logging_but_not_lr(tmp_path):
 
 
 # -- reading files: UTF-8, duplicate keys, directories -------------------------------------------
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_options_file_of_the_repo_reads_as_safe_load_does():

@@ -6,13 +6,10 @@ import math
 
 import pytest
 
-from pathlib import Path
-
+from tests.conftest import REPO
 from vsr_accel.schedule.curriculum import build_schedule
 from vsr_accel.schedule.lr import LRSchedule
 from vsr_accel.schedule.plan import format_plan, plan_dict
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

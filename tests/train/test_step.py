@@ -1,11 +1,15 @@
-"""The training step's freezing and LR groups follow BasicSR's VideoRecurrentModel and EDVRModel."""
+"""The training step (vsr_accel/train/step.py): accumulation adds micro-batch gradients, and its
+freezing and LR groups follow BasicSR's VideoRecurrentModel and EDVRModel."""
 from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 
-from vsr_accel.train.step import FreezePlan, build_optimizer, set_frozen, set_lr
+from tests.model_helpers import tiny_basicvsr_with_flow
+from vsr_accel.train.losses import CharbonnierLoss
+from vsr_accel.train.step import FreezePlan, TrainStep, build_optimizer, set_frozen, set_lr
 
 
 def tiny_edvr() -> torch.nn.Module:
@@ -56,3 +60,22 @@ def test_dcn_lr_mul_puts_deformable_convolutions_in_their_own_group():
     assert dcn and all(by_param[id(names[n])] == 2e-4 for n in dcn)
     assert all(by_param[id(p)] == 4e-4 for n, p in names.items() if "dcn" not in n)
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(names)
+
+
+@pytest.mark.parametrize("accum", [1, 3])
+def test_step_accumulation_adds_micro_batch_gradients(accum):
+    """grad_accum micro-steps of one sample each give the gradient of the mean over them."""
+    generator = torch.Generator().manual_seed(2)
+    lq = torch.rand(accum, 2, 3, 8, 8, generator=generator)
+    gt = torch.rand(accum, 2, 3, 32, 32, generator=generator)
+    whole, parts = tiny_basicvsr_with_flow(), tiny_basicvsr_with_flow()
+    for model, batches, n in ((whole, [(lq, gt)], 1), (parts, [(lq[i:i + 1], gt[i:i + 1]) for i in range(accum)], accum)):
+        step = TrainStep(model, build_optimizer(model, lr=1e-3, fused=False), CharbonnierLoss(), grad_accum=n)
+        step.zero_grad()
+        for i, (x, y) in enumerate(batches):
+            step.micro_step(x, y, last=i == n - 1)
+        model.loss = step.loss_sum.clone()
+        model.grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    assert torch.allclose(whole.loss, parts.loss, rtol=1e-5)
+    assert whole.grads.keys() == parts.grads.keys()
+    assert all(torch.allclose(whole.grads[k], parts.grads[k], rtol=1e-4, atol=1e-7) for k in whole.grads)
