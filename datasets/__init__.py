@@ -7,7 +7,7 @@ not exist` or `datasets.train.use_flip: unknown option for REDSRecurrentDataset 
 'use_hflip'?)`.
 
 Training datasets are indexed by the batch sampler with an `ItemRequest` `(index, lr_crop,
-num_frames, seed)` (see `datasets.requests`); test datasets by clip index.
+num_frames, seed)` (see `datasets.training`); test datasets by clip index.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from datasets.checks import OptionPathError, OptionValueError
 from datasets.reds import REDSRecurrentDataset
+from datasets.training import TrainingClips
 from datasets.video_test import Vimeo90KTestDataset, VideoRecurrentTestDataset
 from datasets.vimeo import Vimeo90KRecurrentDataset
 from vsr_accel.core.checks import closest
@@ -46,12 +47,9 @@ DATASETS: dict[str, DatasetEntry] = {
     "VideoTestVimeo90KDataset": DatasetEntry(Vimeo90KTestDataset),  # BasicSR's name in its BasicVSR test options
 }
 
-_TRAINING = (REDSRecurrentDataset, Vimeo90KRecurrentDataset)
-
-
 def is_training_dataset(dataset: Dataset) -> bool:
     """True for datasets indexed by an `ItemRequest` (index, lr_crop, num_frames, seed)."""
-    return isinstance(dataset, _TRAINING)
+    return isinstance(dataset, TrainingClips)
 
 
 def build_dataset(spec: Mapping[str, Any], phase: str = "train") -> Dataset:

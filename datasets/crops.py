@@ -1,7 +1,7 @@
 """Reading the aligned LR/GT crops of one training item's frames, as planar RGB uint8.
 
 This is what `REDSRecurrentDataset` and `Vimeo90KRecurrentDataset` do per item once
-`datasets.requests` has parsed the request and seeded its generator: learn the LR frame size,
+`datasets.training` has parsed the request and seeded its generator: learn the LR frame size,
 draw the crop origin, read the crops, and wrap them as the sample. Samples are uint8; the
 division by 255 happens on the device (`vsr_accel.train.prefetch.DevicePrefetcher`), which gives
 exactly the float32 values numpy's `astype(float32) / 255` gave before.

@@ -293,7 +293,8 @@ def open_store(backend: str, option_key: str, root: object, ext: str = "png") ->
     return DiskFrames(path, ext)
 
 
-def open_stores(backend: str, dataroot_gt: object, dataroot_lq: object, ext: str = "png") -> tuple[FrameStore, FrameStore]:
+def open_stores(backend: str, dataroot_gt: object, dataroot_lq: object,
+                ext: str = "png") -> tuple[FrameStore, FrameStore]:
     """A dataset's GT and LR stores (`datasets.<phase>.dataroot_gt` / `dataroot_lq`), both on one
     backend: how every training and test set opens its frames."""
     return open_store(backend, "dataroot_gt", dataroot_gt, ext), open_store(backend, "dataroot_lq", dataroot_lq, ext)

@@ -5,14 +5,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from datasets import checks
-from datasets.crops import read_aligned_crops, to_sample
 from datasets.io import check_keys_exist, open_stores
 from datasets.meta_info import ClipInfo, clips_from_lmdb, clips_from_raw_store, read_clip_meta, scan_clip_folders
-from datasets.transforms import augment_planar, draw_augmentation
-from datasets.requests import check_center_frames, item_rng, parse_request
+from datasets.training import TrainingClips
 from vsr_accel.core.errors import DataError
 
 # REDS4 = four clips of the original training set used for testing (EDVR, BasicVSR). 'official'
@@ -23,7 +20,7 @@ VAL_PARTITIONS = {
 }
 
 
-class REDSRecurrentDataset(Dataset):
+class REDSRecurrentDataset(TrainingClips):
     """Random runs of frames of REDS clips with aligned LR/GT crops (BasicSR's REDSRecurrentDataset).
 
     `dataset[(index, lr_crop, num_frames, seed)]` (an `ItemRequest`) picks clip `index` (0 <= index
@@ -32,7 +29,7 @@ class REDSRecurrentDataset(Dataset):
     and applies one flip/rotation to all frames. Returns `{"lq": (T,3,h,w), "gt": (T,3,sh,sw),
     "key": "<clip>/<start frame>"}`, uint8 RGB (the device-side prefetcher makes them float32 in
     [0, 1]); with `center_gt_only` (EDVR) "gt" is the centre frame (3, sh, sw) and only that GT
-    frame is read. See `datasets.requests` for how randomness is drawn; the draws do not depend on
+    frame is read. See `datasets.training` for how randomness is drawn; the draws do not depend on
     `io_backend` ('disk', 'lmdb' or 'raw'), so one seed gives the same sample from each.
 
     Differences from BasicSR, on purpose: the frame count is read per clip from the meta info
@@ -55,12 +52,9 @@ class REDSRecurrentDataset(Dataset):
         if dataroot_flow is not None:
             raise checks.OptionValueError("dataroot_flow", "optical-flow inputs are not supported; leave it empty (~)")
         backend = checks.io_backend_type(io_backend)
-        self.scale = checks.positive_int("scale", scale)
         self.interval_list = checks.positive_int_list("interval_list", interval_list)
-        self.random_reverse = checks.boolean("random_reverse", random_reverse)
-        self.use_hflip = checks.boolean("use_hflip", use_hflip)
-        self.use_rot = checks.boolean("use_rot", use_rot)
-        self.center_gt_only = checks.boolean("center_gt_only", center_gt_only)
+        self._set_item_options(scale=scale, random_reverse=random_reverse, use_hflip=use_hflip, use_rot=use_rot,
+                               center_gt_only=center_gt_only)
         self.filename_tmpl = checks.filename_template("filename_tmpl", filename_tmpl)
         ext = checks.file_extension("filename_ext", filename_ext)
         checks.choice("val_partition", val_partition, (*VAL_PARTITIONS, None))
@@ -120,20 +114,10 @@ class REDSRecurrentDataset(Dataset):
         return (min(c.gt_shape[0] for c in self.clips) // self.scale,
                 min(c.gt_shape[1] for c in self.clips) // self.scale)
 
-    def __getitem__(self, item: tuple) -> dict:
-        request = parse_request(item, len(self))
-        if self.center_gt_only:
-            check_center_frames(request.num_frames)
-        rng = item_rng(request.seed)
-        clip = self.clips[request.index]
-        frames = self._pick_frames(rng, clip, request.num_frames)
-        keys = [self.frame_key(clip.name, f) for f in frames]
-        gt_keys = [keys[len(keys) // 2]] if self.center_gt_only else keys
-        lq, gt = read_aligned_crops(lq_store=self.lq_store, gt_store=self.gt_store, lq_keys=keys, gt_keys=gt_keys,
-                                    lr_crop=request.crop_hw, scale=self.scale, rng=rng)
-        flips = draw_augmentation(rng, self.use_hflip, self.use_rot)
-        key = self.frame_key(clip.name, min(frames))
-        return to_sample(augment_planar(lq, *flips), augment_planar(gt, *flips), key, self.center_gt_only)
+    def _item_frames(self, index: int, num_frames: int, rng: np.random.Generator) -> tuple[list[str], str]:
+        clip = self.clips[index]
+        frames = self._pick_frames(rng, clip, num_frames)
+        return [self.frame_key(clip.name, f) for f in frames], self.frame_key(clip.name, min(frames))
 
     def _pick_frames(self, rng: np.random.Generator, clip: ClipInfo, num_frames: int) -> list[int]:
         fitting = [i for i in self.interval_list if (num_frames - 1) * i < clip.num_frames]

@@ -8,14 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from datasets import checks
-from datasets.crops import read_aligned_crops, to_sample
 from datasets.io import FrameStore, check_keys_exist, open_stores
 from datasets.meta_info import clips_from_lmdb, clips_from_raw_store, read_clip_meta
-from datasets.transforms import augment_planar, draw_augmentation
-from datasets.requests import check_center_frames, item_rng, parse_request
+from datasets.training import TrainingClips
 from vsr_accel.core.errors import DataError
 
 SEPTUPLET = tuple(range(1, 8))  # im1 .. im7
@@ -62,10 +59,10 @@ def check_septuplets(clips: list[str], source: str, lq_store: FrameStore, gt_sto
         gt_store.close()
 
 
-class Vimeo90KRecurrentDataset(Dataset):
+class Vimeo90KRecurrentDataset(TrainingClips):
     """Vimeo-90K training septuplets with aligned LR/GT crops (BasicSR's Vimeo90KRecurrentDataset).
 
-    Indexed like `REDSRecurrentDataset` (see `datasets.requests`); samples are uint8 RGB like
+    Indexed like `REDSRecurrentDataset` (see `datasets.training`); samples are uint8 RGB like
     its. For `num_frames` T:
 
     - with `flip_sequence` (default): T consecutive frames of the septuplet followed by its
@@ -92,12 +89,9 @@ class Vimeo90KRecurrentDataset(Dataset):
         if checks.positive_int_list("interval_list", interval_list) != (1,):
             raise checks.OptionValueError("interval_list", f"Vimeo-90K septuplets are read at interval 1, "
                                                            f"got {list(interval_list)}")
-        self.scale = checks.positive_int("scale", scale)
-        self.random_reverse = checks.boolean("random_reverse", random_reverse)
-        self.use_hflip = checks.boolean("use_hflip", use_hflip)
-        self.use_rot = checks.boolean("use_rot", use_rot)
+        self._set_item_options(scale=scale, random_reverse=random_reverse, use_hflip=use_hflip, use_rot=use_rot,
+                               center_gt_only=center_gt_only)
         self.flip_sequence = checks.boolean("flip_sequence", flip_sequence)
-        self.center_gt_only = checks.boolean("center_gt_only", center_gt_only)
         ext = checks.file_extension("filename_ext", filename_ext)
         self.gt_store, self.lq_store = open_stores(backend, dataroot_gt, dataroot_lq, ext)
         self.clips, source = list_septuplets(backend, meta_info_file, self.lq_store)
@@ -117,22 +111,12 @@ class Vimeo90KRecurrentDataset(Dataset):
     def min_lr_size(self) -> tuple[int, int] | None:
         return None  # Vimeo-90K frames are 256x448 (LR 64x112), but a custom set may differ
 
-    def __getitem__(self, item: tuple) -> dict:
-        request = parse_request(item, len(self))
-        if self.center_gt_only:
-            check_center_frames(request.num_frames)
-        clip = self.clips[request.index]
-        if request.num_frames > self.max_frames:
+    def _item_frames(self, index: int, num_frames: int, rng: np.random.Generator) -> tuple[list[str], str]:
+        clip = self.clips[index]
+        if num_frames > self.max_frames:
             raise DataError(f"septuplet '{clip}' in {self.lq_store.location} gives at most {self.max_frames} frames "
-                            f"(flip_sequence={self.flip_sequence}), fewer than the {request.num_frames} requested")
-        rng = item_rng(request.seed)
-        frames = self._frames(rng, request.num_frames)
-        keys = [septuplet_key(clip, f) for f in frames]
-        gt_keys = [keys[len(keys) // 2]] if self.center_gt_only else keys
-        lq, gt = read_aligned_crops(lq_store=self.lq_store, gt_store=self.gt_store, lq_keys=keys, gt_keys=gt_keys,
-                                    lr_crop=request.crop_hw, scale=self.scale, rng=rng)
-        flips = draw_augmentation(rng, self.use_hflip, self.use_rot)
-        return to_sample(augment_planar(lq, *flips), augment_planar(gt, *flips), clip, self.center_gt_only)
+                            f"(flip_sequence={self.flip_sequence}), fewer than the {num_frames} requested")
+        return [septuplet_key(clip, f) for f in self._frames(rng, num_frames)], clip
 
     def _frames(self, rng: np.random.Generator, num_frames: int) -> list[int]:
         order = list(SEPTUPLET)

@@ -53,7 +53,8 @@ def test_evaluate_scores_a_training_state_like_its_weights_file(tiny_reds, tmp_p
     opt = write_options(tmp_path / "o.yml", data)
     assert train.main(["-opt", opt]) == 0
     run = tmp_path / "exp" / "tiny"
-    weights = scores_of(["-opt", opt, "--checkpoint", str(run / "models" / "net_g_2.pth")], tmp_path / "w.json", "BasicVSR")
+    weights = scores_of(["-opt", opt, "--checkpoint", str(run / "models" / "net_g_2.pth")], tmp_path / "w.json",
+                        "BasicVSR")
     state = scores_of(["-opt", opt, "--checkpoint", str(run / "training_states" / "2.state")], tmp_path / "s.json",
                       "BasicVSR")
     assert state == weights and 10 < weights["average"]["psnr"] < 60

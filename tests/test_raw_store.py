@@ -23,7 +23,7 @@ from datasets.io import bgr_uint8_to_rgb_float, open_store
 from datasets.meta_info import lmdb_frames_by_clip, store_frames_by_clip
 from datasets.raw_store import META_NAME, RawFrames, clip_data_path
 from datasets.transforms import SMALL_PLANE, augment, augment_planar, crop, draw_augmentation, random_crop_origin
-from datasets.requests import item_rng
+from datasets.training import item_rng
 from tests.test_datasets import assert_aligned, frame_indices, make_reds, make_vimeo, to_lmdb
 from vsr_accel.schedule.curriculum import build_schedule
 from vsr_accel.core.errors import DataError

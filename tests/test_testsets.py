@@ -296,7 +296,8 @@ def test_generate_lr_script_bd(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "30x48 is not a multiple of the scale 4" in err and err.count("\n") == 1
     with pytest.raises(SystemExit):
-        script.main(["--kind", "bd", "--input", str(tmp_path / "gt"), "--output", str(tmp_path / "lr3"), "--scale", "3"])
+        script.main(["--kind", "bd", "--input", str(tmp_path / "gt"), "--output", str(tmp_path / "lr3"),
+                     "--scale", "3"])
 
 
 # ------------------------------------------------------------------------------------------
