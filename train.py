@@ -201,7 +201,8 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
 
 
 def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep, live: LiveObjects,
-         checkpoints: CheckpointClient, log: RunLogger, meter: TrainMeter, batches, val_sets: dict, start_iter: int) -> int:
+         checkpoints: CheckpointClient, log: RunLogger, meter: TrainMeter, batches, val_sets: dict,
+         start_iter: int) -> int:
     """Iterations start_iter .. total_iter: one optimizer step per `grad_accum` batches."""
     model, total, accum = step.model, schedule.total_iter, opt.train.grad_accum
     validating = bool(builders.validation_phases(opt))  # the same on every rank; rank 0 holds the sets
@@ -249,19 +250,20 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
                 health.check_flow(flow, done, describe_stage(stage))
             if save_now or stop_now:
                 checkpoints.save(live, done, meter.clocks)
+            scored = step.ema.model if step.ema else model  # what validation scores
             for phase, (name, val_set) in val_sets.items() if val_now else ():  # rank 0; the others wait
-                log.val(done, validate(step.ema.model if step.ema else model, name, val_set, opt, ctx.device, done,
-                                       checkpoints.dirs.root / "visualization"), dataset=phase if phase == "val" else name)
+                scores = validate(scored, name, val_set, opt, ctx.device, done, checkpoints.dirs.root / "visualization")
+                log.val(done, scores, dataset=phase if phase == "val" else name)
             if val_now:
-                scored = step.ema.model if step.ema else model
                 health.propagation(lambda lq: restore_clip(scored, lq, ctx.device),
                                    lambda: next(iter(val_sets.values()))[1][0]["lq"] if val_sets else None, done)
             if val_now or save_now:
                 barrier(ctx)
             if stop_now and done < total:
+                saved = checkpoints.dirs.states / STATE_NAME.format(iter=done)
                 log.info(f"stopped by {stop.requested or 'a signal on another rank'} at iteration {done}; checkpoint "
-                         f"{checkpoints.dirs.states / STATE_NAME.format(iter=done)} saved; resume with the same command plus "
-                         f"--auto_resume (python train.py -opt {opt.source} --auto_resume)")
+                         f"{saved} saved; resume with the same command plus --auto_resume (python train.py -opt "
+                         f"{opt.source} --auto_resume)")
                 return 0
             meter.start()
     log.info(f"done: {total} iterations in {meter.wall_seconds:.1f} s of training ({meter.train_seconds:.1f} s "

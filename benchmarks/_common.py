@@ -69,8 +69,8 @@ class StepOptions:
         Charbonnier loss) with these switches, as `train.*` options."""
         if self.adam not in ADAM_KINDS:
             raise ValueError(f"unknown Adam kind {self.adam!r}")
-        return TrainOptions(total_iter=1, optim_g=OptimizerOptions(lr=ADAM_LR, betas=ADAM_BETAS, **ADAM_KINDS[self.adam]),
-                            flow_lr_mul=FLOW_LR_MUL, channels_last=self.channels_last, amp=self.amp,
+        optimizer = OptimizerOptions(lr=ADAM_LR, betas=ADAM_BETAS, **ADAM_KINDS[self.adam])
+        return TrainOptions(total_iter=1, optim_g=optimizer, flow_lr_mul=FLOW_LR_MUL, channels_last=self.channels_last, amp=self.amp,
                             compile=self.compile, checkpoint_propagation=self.checkpoint)
 
     def label(self) -> str:
@@ -113,7 +113,8 @@ def make_adam(model: torch.nn.Module, kind: str) -> torch.optim.Optimizer:
     """train.py's optimizer (BasicSR's groups: SpyNet at lr x 0.125) with the chosen Adam kernel,
     alone (for timing the optimizer step by itself)."""
     o = StepOptions(adam=kind).train_options().optim_g
-    optimizer = build_optimizer(model, lr=o.lr, betas=o.betas, flow_lr_mul=FLOW_LR_MUL, fused=o.fused, foreach=o.foreach)
+    optimizer = build_optimizer(model, lr=o.lr, betas=o.betas, flow_lr_mul=FLOW_LR_MUL, fused=o.fused,
+                                foreach=o.foreach)
     set_lr(optimizer, lambda mul: ADAM_LR * mul)
     return optimizer
 

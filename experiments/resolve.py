@@ -87,7 +87,8 @@ class ResolvedVariant:
         """FLOP-proportional work of the whole run (global samples x crop^2 x frames), in units of
         one baseline-shape sample: the dry run's cost estimate."""
         baseline_batch = global_batch(self.schedule.batch_per_device, self.world_size, self.opt.train.grad_accum)
-        return sum(stage.iters * baseline_batch * self.schedule.compute_per_iter(stage) for stage in self.schedule.stages)
+        return sum(stage.iters * baseline_batch * self.schedule.compute_per_iter(stage)
+                   for stage in self.schedule.stages)
 
 
 def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -17,7 +17,8 @@ scale (the LR must be exactly 1/scale; crop the GT first otherwise).
 
   python scripts/generate_lr.py --kind bi --input datasets/vimeo/GT --output datasets/vimeo/BIx4
   python scripts/generate_lr.py --kind bd --input datasets/Vid4/GT --output datasets/Vid4/BDx4
-  python scripts/generate_lr.py --kind bd --input datasets/vimeo90k/vimeo_septuplet/sequences --output datasets/vimeo90k/BDx4
+  python scripts/generate_lr.py --kind bd --input datasets/vimeo90k/vimeo_septuplet/sequences \
+      --output datasets/vimeo90k/BDx4
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from datasets.degradations import (BD_SIGMA, bd_downsample_uint8, bd_kernel_size, bicubic_downsample_uint8,  # noqa: E402
-                                   write_lr_tree)
+from datasets.degradations import (BD_SIGMA, bd_downsample_uint8, bd_kernel_size,  # noqa: E402
+                                   bicubic_downsample_uint8, write_lr_tree)
 from vsr_accel.core.errors import VSRError  # noqa: E402
 
 KINDS = ("bi", "bd")
@@ -54,7 +55,8 @@ def generate_lr_tree(input_root: Path, output_root: Path, kind: str, scale: int 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", required=True, choices=KINDS, help="bi: MATLAB bicubic; bd: Gaussian blur + subsampling")
+    parser.add_argument("--kind", required=True, choices=KINDS,
+                        help="bi: MATLAB bicubic; bd: Gaussian blur + subsampling")
     parser.add_argument("--input", required=True, type=Path, help="GT frame folder (searched recursively)")
     parser.add_argument("--output", required=True, type=Path, help="LR frame folder (same relative paths)")
     parser.add_argument("--scale", type=int, default=4, help="downsampling factor, even for bd (default: 4)")

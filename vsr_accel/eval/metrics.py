@@ -20,8 +20,9 @@ frames are RGB, so the numpy API takes an explicit `channel_order` instead of gu
 Quantisation: BasicSR reports metrics on the 8-bit images written by `tensor2img`
 (clamp to [0, 1], `(x * 255).round()` in float32). `tensor_to_uint8_image` does the same
 (`vsr_accel.core.pixels.quantize_like_tensor2img`), so validation numbers computed on raw network
-output equal the numbers reported after saving 8-bit frames. The numpy SSIM uses a separable valid-mode filter instead of `cv2.filter2D`; the two
-agree to float64 rounding (~1e-13 on real frames), which keeps this core free of OpenCV.
+output equal the numbers reported after saving 8-bit frames. The SSIM uses a separable valid-mode
+filter instead of `cv2.filter2D`; the two agree to float64 rounding (~1e-13 on real frames), which
+keeps this core free of OpenCV.
 """
 from __future__ import annotations
 

@@ -123,7 +123,8 @@ def make_loader(dataset, sampler: MultigridBatchSampler, *, workers: int, pin_me
         worker_init_fn=ignore_stop_signals, generator=generator)
 
 
-def build_loader(opt: Options, dataset, sampler: MultigridBatchSampler, ctx: DistContext) -> torch.utils.data.DataLoader:
+def build_loader(opt: Options, dataset, sampler: MultigridBatchSampler,
+                 ctx: DistContext) -> torch.utils.data.DataLoader:
     """Built after the resume, so the workers' seed can follow (seed, rank, start iteration)."""
     section = opt.dataset_section("train")
     return make_loader(dataset, sampler, workers=int(section.get("num_worker_per_gpu", default_workers(ctx))),
