@@ -24,6 +24,7 @@ from vsr_accel.core.config import apply_overrides, read_yaml
 from vsr_accel.schedule.curriculum import Schedule, global_batch
 from vsr_accel.core.errors import ConfigError
 from vsr_accel.schedule.lr import LRSchedule
+from vsr_accel.schedule.lr.warmup import warmup_iters
 from vsr_accel.train.options import Options, load_options
 from vsr_accel.schedule.plan import plan_dict
 
@@ -155,7 +156,7 @@ def _resolve(table: TableSpec, section: SectionSpec, variant: VariantSpec, scale
     if minibatch % (world * accum):
         raise ConfigError(f"minibatch {minibatch} does not split over {world} process(es) x {accum} "
                           f"accumulation step(s); pick --nproc-per-node to divide it")
-    if variant.warmup != "none" and scale.warmup_iter <= 0:
+    if variant.warmup != "none" and not warmup_iters(scale.warmup_iter, variant.warmup):
         raise ConfigError(f"the variant warms up ({variant.warmup}) but the scale sets no warmup_iter")
     set_key(data, "datasets.train.batch_size_per_gpu", minibatch // (world * accum))
     set_key(data, "train.curriculum", _curriculum(variant, scale, scales))
