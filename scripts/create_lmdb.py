@@ -12,9 +12,9 @@ scripts/data_preparation/create_lmdb.py makes them:
 
 Images are re-encoded as PNG at --compress-level (BasicSR's default 1: fast to decode).
 
-  python scripts/create_lmdb.py --input datasets/REDS/train_sharp --output datasets/REDS/train_sharp_with_val.lmdb
-  python scripts/create_lmdb.py --layout vimeo --input vimeo_septuplet/sequences \\
-      --list vimeo_septuplet/sep_trainlist.txt --output vimeo90k_train_GT.lmdb
+  python scripts/create_lmdb.py --input data/REDS/train_sharp --output data/REDS/train_sharp_with_val.lmdb
+  python scripts/create_lmdb.py --layout vimeo --input data/vimeo90k/vimeo_septuplet/sequences \\
+      --list data/vimeo90k/vimeo_septuplet/sep_trainlist.txt --output data/vimeo90k/vimeo90k_train_GT.lmdb
 """
 from __future__ import annotations
 

@@ -6,11 +6,11 @@ memory-map and crop without decoding (see datasets/raw_store.py): the cost of a 
 its crop, instead of one whole PNG decode per frame. It is big (REDS GT: 75 GB for the 270
 train+val clips), and built once:
 
-  python scripts/create_raw_store.py --input datasets/REDS/train_sharp --output datasets/REDS/train_sharp.raw
-  python scripts/create_raw_store.py --input datasets/REDS/train_sharp_with_val.lmdb \\
-      --output datasets/REDS/train_sharp_with_val.raw                     # from a BasicSR LMDB
-  python scripts/create_raw_store.py --input vimeo_septuplet/sequences \\
-      --list vimeo_septuplet/sep_trainlist.txt --output datasets/vimeo90k/vimeo90k_train_GT.raw
+  python scripts/create_raw_store.py --input data/REDS/train_sharp --output data/REDS/train_sharp.raw
+  python scripts/create_raw_store.py --input data/REDS/train_sharp_with_val.lmdb \\
+      --output data/REDS/train_sharp_with_val.raw                         # from a BasicSR LMDB
+  python scripts/create_raw_store.py --input data/vimeo90k/vimeo_septuplet/sequences \\
+      --list data/vimeo90k/vimeo_septuplet/sep_trainlist.txt --output data/vimeo90k/vimeo90k_train_GT.raw
 
 Input: a folder tree `<input>/<clip>/<frame>.png` (clips at any depth: a frame's clip is its
 key minus the last component, `000/00000012` -> clip `000`, `00001/0001/im3` -> `00001/0001`),

@@ -7,7 +7,7 @@ imresize with antialiasing, uint8 rounding as MATLAB) and written to the same re
 under --output, so `<gt>/<clip>/<frame>.png` becomes `<lr>/<clip>/<frame>.png`. GT sizes must be
 multiples of the scale (the LR must be exactly 1/scale; crop the GT first otherwise).
 
-  python scripts/generate_bicubic_lr.py --input datasets/vimeo/GT --output datasets/vimeo/BIx4
+  python scripts/generate_bicubic_lr.py --input data/vimeo90k/vimeo_septuplet/sequences --output data/vimeo90k/BIx4
 
 The blur-downsampled 'BD' frames (UDM10, Vid4 and Vimeo-90K-T BDx4) come from
 scripts/generate_bd_lr.py.
