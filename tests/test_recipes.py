@@ -1,5 +1,6 @@
 """The shipped recipes as a whole: data paths under the one data root (`data/`, never the `datasets/`
-code package), pretrained files under `data/pretrained/`."""
+code package), pretrained files under `data/pretrained/`, and every Vimeo-90K-T validation scored
+with the published protocol of `datasets.test_sets`."""
 from __future__ import annotations
 
 import re
@@ -8,6 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from datasets.test_sets import STANDARD_TEST_SETS
+from vsr_accel.evaluation import Protocol
+from vsr_accel.options import load_options
 
 REPO = Path(__file__).resolve().parents[1]
 OPTION_FILES = sorted((REPO / "options").glob("*.yml"))
@@ -44,3 +48,37 @@ def test_no_recipe_script_or_definition_names_the_old_data_paths():
                  for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
                  if OLD_DATA_PATH.search(line)]
     assert not offenders, "\n".join(offenders)
+
+
+def published_protocol(dataset_type: str) -> Protocol | None:
+    """The one protocol `datasets.test_sets` gives the sets read by `dataset_type`, if only one
+    (Vimeo90KTestDataset: Vimeo-90K-T BI and BD); None when the type serves several protocols."""
+    protocols = {t.protocol for t in STANDARD_TEST_SETS if t.dataset_type == dataset_type}
+    return protocols.pop() if len(protocols) == 1 else None
+
+
+def test_vimeo_test_type_has_one_published_protocol():
+    protocol = published_protocol("Vimeo90KTestDataset")
+    assert protocol is not None and protocol.center_frame_only and protocol.flip_seq and protocol.test_y_channel
+
+
+@pytest.mark.parametrize("path", OPTION_FILES, ids=lambda p: p.name)
+def test_validation_on_a_standard_test_set_uses_its_published_protocol(path):
+    opt = load_options(path)
+    for phase, section in opt.datasets.items():
+        expected = published_protocol(section.get("type", "")) if phase.startswith("val") else None
+        if expected is None:
+            continue
+        assert opt.val is not None and opt.val.metrics, f"{path.name}: {phase} is scored by no metric"
+        for name, metric in opt.val.metrics.items():
+            got = Protocol(test_y_channel=metric.test_y_channel, crop_border=metric.crop_border,
+                           center_frame_only=opt.val.center_frame_only, flip_seq=opt.val.flip_seq)
+            assert got == expected, (f"{path.name}: datasets.{phase} ({section['type']}) is scored with "
+                                     f"{got.describe()} by val.metrics.{name}, published: {expected.describe()}")
+
+
+def test_every_vimeo_recipe_validates_on_vimeo_90k_t():
+    vimeo = [p for p in OPTION_FILES if "vimeo" in p.name]
+    assert len(vimeo) == 6
+    for path in vimeo:
+        assert load_options(path).datasets["val"]["type"] == "Vimeo90KTestDataset", path.name
