@@ -281,8 +281,12 @@ def test_interrupted_build_is_refused_then_resumed(footage_tree, tmp_path, monke
         return real_write(self, name, frames)
 
     monkeypatch.setattr(create_raw_store.RawStoreWriter, "write_clip", crash_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        create_raw_store.main(["--input", str(footage_tree), "--output", str(output)])
+    capsys.readouterr()
+    assert create_raw_store.main(["--input", str(footage_tree), "--output", str(output)]) == 130
+    err = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+           if line.strip() and not line.startswith("pack")]
+    assert err == [f"interrupted: {output} is half-built (finished clips are kept, meta.json is not written yet); "
+                   "run the same command again to resume"]  # one line, no traceback
     monkeypatch.undo()
     assert not (output / META_NAME).exists() and not clip_data_path(output, "001").exists()
     first = clip_data_path(output, "000").stat()
