@@ -403,14 +403,16 @@ def png_size(path: Path) -> tuple[int, int] | None:
 
 def open_store(backend: str, option_key: str, root: object, ext: str = "png") -> FrameStore:
     """Check the root an option points at (folder, LMDB with its meta_info.txt, or finished raw
-    store) and wrap it. `ext` is the frame-file extension of the 'disk' backend only."""
+    store, spot-checked: `RawFrames.check_opened`) and wrap it. `ext` is the frame-file extension of the 'disk' backend only."""
     path = existing_dir(option_key, root)
     if backend == "lmdb":
         check_lmdb_folder(path, option_key)
         return LmdbFrames(path)
     if backend == "raw":
         try:
-            return RawFrames(path)
+            store = RawFrames(path)
+            store.check_opened()  # a few frames: damage and a meta edited by hand stop here, not in training
+            return store
         except DataError as exc:
             raise OptionPathError(option_key, str(exc)) from None
     return DiskFrames(path, ext)
