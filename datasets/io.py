@@ -19,8 +19,10 @@ ask for just that crop (`read_crops`).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +32,13 @@ import numpy as np
 
 from datasets.checks import OptionPathError, existing_dir
 from datasets.raw_store import RawFrames
+from vsr_accel.core import fsio
 from vsr_accel.core.errors import DataError
 
 LMDB_META_NAME = "meta_info.txt"
+LMDB_BUILD_NAME = "build.json"          # present while scripts/create_lmdb.py builds the LMDB
+LMDB_PROGRESS_NAME = "meta_info.partial"  # the meta lines of the images committed so far (resume)
+LMDB_BUILD_FORMAT = "vsr-accel lmdb build"
 _LMDB_META_LINE = re.compile(r"^(?P<name>\S+)\s+\((?P<h>\d+),\s*(?P<w>\d+),\s*(?P<c>\d+)\)\s+(?P<level>-?\d+)\s*$")
 
 
@@ -178,7 +184,12 @@ class LmdbEntry:
 
 
 def check_lmdb_folder(path: Path, option_key: str) -> None:
-    """An LMDB root must hold data.mdb and BasicSR's meta_info.txt; say which one is missing."""
+    """An LMDB root must hold data.mdb and BasicSR's meta_info.txt; say which one is missing, and
+    name an LMDB whose build was interrupted as such."""
+    if lmdb_state(path) == "half-built":
+        raise OptionPathError(option_key, f"{path} is a half-built LMDB (its build was interrupted: "
+                                          f"{LMDB_BUILD_NAME} is there, {LMDB_META_NAME} not yet); run "
+                                          "scripts/create_lmdb.py again with the same --input/--output to finish it")
     if not (path / "data.mdb").is_file():
         raise OptionPathError(option_key, f"{path} is not an LMDB (no data.mdb)")
     if not (path / LMDB_META_NAME).is_file():
@@ -208,62 +219,174 @@ def format_lmdb_meta_line(key: str, shape: tuple[int, ...], compress_level: int)
     return f"{key}.png ({h},{w},{c}) {compress_level}\n"
 
 
-class LmdbWriter:
-    """Writes encoded PNGs into a new BasicSR-layout LMDB (used by scripts/create_lmdb.py).
+def lmdb_state(path: Path) -> str:
+    """'complete' (meta_info.txt, no build record), 'half-built' (a create_lmdb.py build record:
+    interrupted or running), 'absent' (no folder, or an empty one) or 'other' (anything else)."""
+    path = Path(path)
+    if (path / LMDB_BUILD_NAME).is_file():
+        return "half-built"
+    if (path / LMDB_META_NAME).is_file() and (path / "data.mdb").is_file():
+        return "complete"
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return "absent"
+    return "other"
 
-    The map size grows on demand, so no size estimate is needed up front; commits are batched
-    because one transaction per image is slow.
+
+class LmdbWriter:
+    """Writes encoded PNGs into a BasicSR-layout LMDB (used by scripts/create_lmdb.py), resumably.
+
+    As the raw store's writer: `build.json` marks the folder as being built, images are committed
+    in batches and each batch's meta lines are then appended to `meta_info.partial`, and
+    meta_info.txt is written last (atomically, by `close()`), so a folder with meta_info.txt is
+    whole. Leaving the `with` block by an exception (Ctrl-C, a bad frame) commits nothing more and
+    writes no meta_info.txt; a writer opened again on that folder (same `source` and level)
+    resumes after the committed images (`done`). The map size grows on demand, so no size
+    estimate is needed up front; commits are batched (by count and bytes) because one transaction
+    per image is slow.
     """
 
-    def __init__(self, path: Path, compress_level: int = 1, batch: int = 5000, map_size: int = 1 << 30):
+    def __init__(self, path: Path, compress_level: int = 1, batch: int = 5000, map_size: int = 1 << 30,
+                 source: str = "", batch_bytes: int = 256 << 20):
         import lmdb
 
         self.path = Path(path)
-        if self.path.exists():
-            raise DataError(f"{self.path}: already exists; remove it or choose another output path")
         self.compress_level = compress_level
-        self.batch = batch
+        self.batch, self.batch_bytes = batch, batch_bytes
         self._lmdb = lmdb
-        self.path.mkdir(parents=True)
+        state = lmdb_state(self.path)
+        if state == "complete":
+            raise DataError(f"{self.path}: already exists (a finished LMDB); remove it or choose another output path")
+        if state == "other":
+            raise DataError(f"{self.path}: already exists and is not an LMDB that scripts/create_lmdb.py was building "
+                            f"(no {LMDB_BUILD_NAME}); remove it or choose another output path")
+        build = {"format": LMDB_BUILD_FORMAT, "source": source, "compress_level": compress_level}
+        progress = self.path / LMDB_PROGRESS_NAME
+        if state == "half-built":
+            self._check_build_record(build)
+            self.done = self._read_progress(progress)
+            if self.done and not (self.path / "data.mdb").is_file():
+                raise DataError(f"{self.path}: half-built, but its data.mdb is gone; remove the folder and build it again")
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fsio.atomic_write_text(progress, "")
+            fsio.atomic_write_text(self.path / LMDB_BUILD_NAME, json.dumps(build, indent=1) + "\n")
+            self.done = []
         self._env = lmdb.open(str(self.path), map_size=map_size)
-        self._pending: list[tuple[bytes, bytes]] = []
-        self._meta = open(self.path / LMDB_META_NAME, "w", encoding="utf-8")
-        self.count = 0
+        self._progress = open(progress, "a", encoding="utf-8")
+        self._pending: list[tuple[bytes, bytes, str]] = []
+        self._pending_bytes = 0
+        self.count = len(self.done)
         self.bytes_written = 0
+
+    def _check_build_record(self, wanted: dict) -> None:
+        record = self.path / LMDB_BUILD_NAME
+        try:
+            found = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            found = None
+        if not isinstance(found, dict) or found.get("format") != LMDB_BUILD_FORMAT:
+            raise DataError(f"{record}: unreadable build record; remove {self.path} and build it again")
+        for key, what in (("source", "input"), ("compress_level", "--compress-level")):
+            if found.get(key) != wanted[key]:
+                raise DataError(f"{record}: this LMDB was started with {what} {found.get(key)!r}, not {wanted[key]!r}; "
+                                "finish it with that, or remove it")
+
+    @staticmethod
+    def _read_progress(progress: Path) -> list[LmdbEntry]:
+        """Entries committed by the interrupted run; a torn last line (a kill while appending) is
+        cut off, and its images are simply written again."""
+        try:
+            text = progress.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            text = ""
+        whole = text[:text.rfind("\n") + 1]
+        if whole != text:
+            fsio.atomic_write_text(progress, whole)
+        entries = []
+        for line in whole.splitlines():
+            match = _LMDB_META_LINE.match(line.strip())
+            if match is None:
+                break
+            name = match["name"]
+            entries.append(LmdbEntry(name.rsplit(".", 1)[0], (int(match["h"]), int(match["w"]), int(match["c"])),
+                                     int(match["level"])))
+        return entries
 
     def put_encoded(self, key: str, data: bytes, shape: tuple[int, ...]) -> None:
         try:
             key_bytes = key.encode("ascii")
         except UnicodeEncodeError:
             raise DataError(f"{self.path}: key '{key}' is not ASCII (LMDB keys follow BasicSR: ASCII only)") from None
-        self._pending.append((key_bytes, data))
-        self._meta.write(format_lmdb_meta_line(key, shape, self.compress_level))
+        self._pending.append((key_bytes, data, format_lmdb_meta_line(key, shape, self.compress_level)))
+        self._pending_bytes += len(data)
         self.count += 1
         self.bytes_written += len(data)
-        if len(self._pending) >= self.batch:
+        if len(self._pending) >= self.batch or self._pending_bytes >= self.batch_bytes:
             self._commit()
 
     def _commit(self) -> None:
+        if not self._pending:
+            return
         while True:
             try:
                 with self._env.begin(write=True) as txn:
-                    for key_bytes, data in self._pending:
+                    for key_bytes, data, _ in self._pending:
                         txn.put(key_bytes, data)
                 break
             except self._lmdb.MapFullError:
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
+        # after the commit: a line vouches for a stored image (a kill in between re-puts the batch)
+        self._progress.write("".join(line for _, _, line in self._pending))
+        self._progress.flush()
+        os.fsync(self._progress.fileno())
         self._pending.clear()
+        self._pending_bytes = 0
 
     def close(self) -> None:
+        """Commit the rest and write meta_info.txt (last); the LMDB is then finished."""
         self._commit()
         self._env.close()
-        self._meta.close()
+        self._progress.close()
+        progress = self.path / LMDB_PROGRESS_NAME
+        fsio.atomic_write_bytes(self.path / LMDB_META_NAME, progress.read_bytes())
+        (self.path / LMDB_BUILD_NAME).unlink()
+        progress.unlink()
+        fsio.fsync_dir(self.path)
+
+    def abort(self) -> None:
+        """Stop without committing the pending batch or writing meta_info.txt (resumable)."""
+        self._pending.clear()
+        self._env.close()
+        self._progress.close()
 
     def __enter__(self) -> "LmdbWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def human_size(size: float) -> str:
+    """Bytes in decimal units with three significant figures: '512 B', '3.3 MB', '75.0 GB', '350 GB'."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(size) < 999.5 or unit == "TB":
+            break
+        size /= 1000
+    if unit == "B":
+        return f"{int(size)} B"
+    return f"{size:.1f} {unit}" if abs(size) < 99.95 else f"{size:.0f} {unit}"
+
+
+def progress_bar(items, **kwargs):
+    """The converters' progress bar on stderr (tqdm, pinned in requirements.txt; none without it)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, file=sys.stderr, dynamic_ncols=True, **kwargs)
 
 
 def png_size(path: Path) -> tuple[int, int] | None:
@@ -280,14 +403,16 @@ def png_size(path: Path) -> tuple[int, int] | None:
 
 def open_store(backend: str, option_key: str, root: object, ext: str = "png") -> FrameStore:
     """Check the root an option points at (folder, LMDB with its meta_info.txt, or finished raw
-    store) and wrap it. `ext` is the frame-file extension of the 'disk' backend only."""
+    store, spot-checked: `RawFrames.check_opened`) and wrap it. `ext` is the frame-file extension of the 'disk' backend only."""
     path = existing_dir(option_key, root)
     if backend == "lmdb":
         check_lmdb_folder(path, option_key)
         return LmdbFrames(path)
     if backend == "raw":
         try:
-            return RawFrames(path)
+            store = RawFrames(path)
+            store.check_opened()  # a few frames: damage and a meta edited by hand stop here, not in training
+            return store
         except DataError as exc:
             raise OptionPathError(option_key, str(exc)) from None
     return DiskFrames(path, ext)

@@ -19,6 +19,13 @@ samples are (T, 3, h, w) RGB. A crop is then one strided copy with no channel sh
 interleaved storage the HWC -> CHW transpose alone cost 2.5 ms per 64x64x15 sample here, ten
 times the copy. `read(key)` gives the interleaved BGR frame back, for whole-clip readers.
 
+Opening a store for training (`datasets.io.open_store`) checks it cheaply (`RawFrames.check_opened`):
+meta.json's clip list against its own checksum (a hand edit such as height and width swapped, which
+keeps every file's size), every clip file's size against the meta, the records of the sampled
+clips against the meta, and the CRC-32 of a few frames (the first one and 3 seeded-random ones):
+`OPEN_CHECK_FRAMES` frames read whatever the store's size. `create_raw_store.py --verify all`
+checks every frame, against the source too.
+
 The reader keeps nothing big in the object (a pickled dataset carries the folder path only):
 `meta.json` is parsed and the clip files are mapped lazily, once per process, and every
 DataLoader worker and rank maps the same files, so the page cache holds one copy for all. At
@@ -26,9 +33,11 @@ most `max_open_maps` clip files stay mapped per store (each map holds a file des
 """
 from __future__ import annotations
 
+import bisect
 import json
 import mmap
 import os
+import random
 import resource
 import zlib
 from collections import OrderedDict
@@ -50,6 +59,8 @@ DATA_SUFFIX = ".u8"
 RECORD_SUFFIX = ".json"
 LAYOUT = "frame, channel, row, column (planar RGB), uint8, C order"
 REBUILD_HINT = "rebuild it with scripts/create_raw_store.py"
+OPEN_CHECK_FRAMES = 4  # frames whose CRC-32 is checked when a store is opened: the first + 3 seeded-random
+OPEN_CHECK_SEED = 0    # the same frames at every opening: a failure is reproducible
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,17 @@ def clip_record_path(root: Path, name: str) -> Path:
 
 def frame_crc32(frame: np.ndarray) -> int:
     return zlib.crc32(memoryview(np.ascontiguousarray(frame)).cast("B"))
+
+
+def clips_crc32(clips_json: list) -> int:
+    """CRC-32 of meta.json's clip list as written (compact JSON): any edit of a name, size or
+    checksum changes it."""
+    return zlib.crc32(json.dumps(clips_json, separators=(",", ":")).encode("utf-8"))
+
+
+def verify_command(root: Path, source: object) -> str:
+    """What to run to check a whole store (the one-line errors of an opening check name it)."""
+    return f"python scripts/create_raw_store.py --input {source} --output {root} --verify all"
 
 
 def bgr_to_planar_rgb(frame: np.ndarray) -> np.ndarray:
@@ -223,6 +245,40 @@ class RawFrames:
 
     def clips(self) -> list[RawClip]:
         return [entry.clip for entry in self.index.values()]
+
+    def check_opened(self, frames: int = OPEN_CHECK_FRAMES) -> int:
+        """The cheap check of a store being opened for training: `check_meta`, then the records of
+        the sampled clips and the CRC-32 of `frames` frames (the first, the rest seeded-random).
+        The first problem raises one line naming the store and the command that checks all of
+        it. Returns the number of frames read."""
+        self.check_meta()
+        clips = self.clips()
+        pairs = sample_for_open(clips, frames)
+        hint = f"check the whole store with: {verify_command(self.root, read_meta(self.root).get('source', '<its input>'))}"
+        for name in dict.fromkeys(name for name, _ in pairs):
+            _check_against_record(self.root, self.index[name].clip, hint)
+        return verify_checksums(self.root, clips, pairs, hint=f"the store is damaged; {hint}")
+
+    def check_meta(self) -> None:
+        """meta.json's clip list against its checksum (stores built before it was written have
+        none) and every clip file's size against the meta: a stat per clip, no data read."""
+        meta = read_meta(self.root)
+        where = self.root / META_NAME
+        recorded = meta.get("clips_crc32")
+        if recorded is not None and recorded != clips_crc32(meta["clips"]):
+            raise DataError(f"{where}: its clip list does not match its checksum (edited or damaged: a frame size, name "
+                            f"or checksum changed); check the whole store with: "
+                            f"{verify_command(self.root, meta.get('source', '<its input>'))}, or {REBUILD_HINT}")
+        for clip in self.clips():
+            path = clip_data_path(self.root, clip.name)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise DataError(f"{path}: raw store file missing ({REBUILD_HINT})") from None
+            if size != clip.nbytes:
+                what = "truncated" if size < clip.nbytes else "larger than its meta says"
+                raise DataError(f"{path}: raw store file {what} ({size} bytes, expected {clip.nbytes} for "
+                                f"{len(clip.frames)} frames of {clip.height}x{clip.width}); {REBUILD_HINT}")
 
     def frames_by_clip(self) -> dict[str, list[str]]:
         """Frame names per clip in store order (what `meta_info.lmdb_frames_by_clip` gives for an LMDB)."""
@@ -347,9 +403,46 @@ def map_clip_file(path: Path, clip: RawClip) -> np.ndarray:
     return np.frombuffer(mapped, dtype=np.uint8).reshape(clip.shape)
 
 
-def verify_checksums(root: Path, clips: Iterable[RawClip], frames: Iterable[tuple[str, int]] | None = None) -> int:
+def sample_for_open(clips: Sequence[RawClip], count: int = OPEN_CHECK_FRAMES,
+                    seed: int = OPEN_CHECK_SEED) -> list[tuple[str, int]]:
+    """(clip, frame index) pairs an opening check reads: the store's first frame and `count - 1`
+    distinct others drawn with `seed` over all frames, in store order."""
+    starts, total = [], 0
+    for clip in clips:
+        starts.append(total)
+        total += len(clip.frames)
+    if total == 0 or count <= 0:
+        return []
+    picks = [0, *random.Random(seed).sample(range(1, total), min(count, total) - 1)]
+    pairs = []
+    for flat in sorted(picks):
+        i = bisect.bisect_right(starts, flat) - 1
+        pairs.append((clips[i].name, flat - starts[i]))
+    return pairs
+
+
+def _check_against_record(root: Path, clip: RawClip, hint: str) -> None:
+    """meta.json's entry for `clip` against the record its build wrote (clips/<name>.json)."""
+    path = clip_record_path(root, clip.name)
+    try:
+        record = RawClip.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
+    except FileNotFoundError:
+        return  # a store assembled without records (tests, benchmarks): the meta is all there is
+    except ValueError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); {hint}") from None
+    if record == clip:
+        return
+    if (record.height, record.width) != (clip.height, clip.width):
+        what = f"frames of {clip.height}x{clip.width}, its record {record.height}x{record.width}"
+    else:
+        what = "other frame names or checksums than its record"
+    raise DataError(f"{root / META_NAME}: clip '{clip.name}' has {what} ({path}); {hint}")
+
+
+def verify_checksums(root: Path, clips: Iterable[RawClip], frames: Iterable[tuple[str, int]] | None = None,
+                     hint: str = REBUILD_HINT) -> int:
     """Recompute the CRC-32 of stored frames (all, or the (clip, index) pairs given) against the
-    records; the first mismatch raises naming the file and frame. Returns frames checked."""
+    records; the first mismatch raises naming the file and frame, then `hint`. Returns frames checked."""
     by_name = {clip.name: clip for clip in clips}
     pairs = frames if frames is not None else ((c.name, i) for c in by_name.values() for i in range(len(c.frames)))
     arrays: dict[str, np.ndarray] = {}
@@ -361,7 +454,7 @@ def verify_checksums(root: Path, clips: Iterable[RawClip], frames: Iterable[tupl
             arrays[name] = map_clip_file(clip_data_path(root, name), clip)
         if clip.crc32 and frame_crc32(arrays[name][index]) != clip.crc32[index]:
             raise DataError(f"{clip_data_path(root, name)}: frame '{clip.frames[index]}' (number {index}) does not "
-                            f"match its checksum (the file is damaged); {REBUILD_HINT}")
+                            f"match its checksum (the file is damaged); {hint}")
         checked += 1
     return checked
 
@@ -438,9 +531,10 @@ class RawStoreWriter:
         return clip
 
     def finish(self, clips: Sequence[RawClip]) -> Path:
+        entries = [c.to_json() for c in clips]
         meta = {"format": STORE_FORMAT, "version": STORE_VERSION, "dtype": "uint8", "layout": LAYOUT,
                 "source": self.source, "frames": sum(len(c.frames) for c in clips),
-                "bytes": sum(c.nbytes for c in clips), "clips": [c.to_json() for c in clips]}
+                "bytes": sum(c.nbytes for c in clips), "clips_crc32": clips_crc32(entries), "clips": entries}
         path = self.root / META_NAME
         fsio.atomic_write_text(path, json.dumps(meta, separators=(",", ":")) + "\n")
         return path

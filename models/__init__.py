@@ -29,7 +29,7 @@ from vsr_accel.core.checks import closest, is_int
 from vsr_accel.core.errors import ConfigError
 
 __all__ = ["build_network", "load_network", "input_window", "network_arguments", "is_recurrent", "is_recurrent_type",
-           "required_multiple", "to_basicsr_keys", "check_model_type", "NETWORKS",
+           "required_multiple", "to_basicsr_keys", "check_model_type", "upscale_factor", "check_scale", "NETWORKS",
            "BasicVSR", "BasicVSRPlusPlus", "EDVR", "IconVSR"]
 
 
@@ -60,6 +60,9 @@ class NetworkEntry:
     hr_input: Callable[[Mapping[str, Any]], bool] = _never_hr_input
     # BasicSR's `model_type`s that train this network the way vsr-accel does.
     model_types: tuple[str, ...] = ("VideoRecurrentModel",)
+    # Output size / input size for LR input (fixed by the architecture: two x2 pixel shuffles);
+    # with HR input (`hr_input`) the output keeps the input size.
+    upscale: int = 4
 
 
 SLIDING_WINDOW_MODELS = ("EDVRModel", "VideoBaseModel")
@@ -193,6 +196,26 @@ def required_multiple(network: str | Mapping[str, Any]) -> int:
     spec: Mapping[str, Any] = {"type": network} if isinstance(network, str) else network
     entry = _entry(spec.get("type"), "network_g")
     return entry.crop_multiple * (4 if entry.hr_input({**entry.defaults, **spec}) else 1)
+
+
+def upscale_factor(network: str | Mapping[str, Any]) -> int:
+    """The network's fixed output/input size ratio: 4 for every registered network on LR input,
+    1 with HR input (EDVR `hr_in: true`, BasicVSR++ `is_low_res_input: false`, the deblurring
+    settings). Accepts a type name or a whole `network_g` spec."""
+    spec: Mapping[str, Any] = {"type": network} if isinstance(network, str) else network
+    entry = _entry(spec.get("type"), "network_g")
+    return 1 if entry.hr_input({**entry.defaults, **spec}) else entry.upscale
+
+
+def check_scale(scale: Any, network: str | Mapping[str, Any], key: str = "scale") -> None:
+    """The options' `scale` must be the network's factor (`upscale_factor`): a mismatch is named
+    before any data is read, instead of a size error (or a traceback) in the first step."""
+    factor = upscale_factor(network)
+    if scale != factor:
+        name = network if isinstance(network, str) else network.get("type")
+        how = "keeps the input size with these arguments" if factor == 1 else f"upsamples x{factor}"
+        raise ConfigError(f"{key}: {scale!r}, but network_g.type {name} {how} (set {key}: {factor}, and give "
+                          f"dataroot_lq frames 1/{factor} of the GT size)")
 
 
 def check_model_type(model_type: str | None, spec: Mapping[str, Any], key: str = "model_type") -> None:

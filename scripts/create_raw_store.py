@@ -6,11 +6,11 @@ memory-map and crop without decoding (see datasets/raw_store.py): the cost of a 
 its crop, instead of one whole PNG decode per frame. It is big (REDS GT: 75 GB for the 270
 train+val clips), and built once:
 
-  python scripts/create_raw_store.py --input datasets/REDS/train_sharp --output datasets/REDS/train_sharp.raw
-  python scripts/create_raw_store.py --input datasets/REDS/train_sharp_with_val.lmdb \\
-      --output datasets/REDS/train_sharp_with_val.raw                     # from a BasicSR LMDB
-  python scripts/create_raw_store.py --input vimeo_septuplet/sequences \\
-      --list vimeo_septuplet/sep_trainlist.txt --output datasets/vimeo90k/vimeo90k_train_GT.raw
+  python scripts/create_raw_store.py --input data/REDS/train_sharp --output data/REDS/train_sharp.raw
+  python scripts/create_raw_store.py --input data/REDS/train_sharp_with_val.lmdb \\
+      --output data/REDS/train_sharp_with_val.raw                         # from a BasicSR LMDB
+  python scripts/create_raw_store.py --input data/vimeo90k/vimeo_septuplet/sequences \\
+      --list data/vimeo90k/vimeo_septuplet/sep_trainlist.txt --output data/vimeo90k/vimeo90k_train_GT.raw
 
 Input: a folder tree `<input>/<clip>/<frame>.png` (clips at any depth: a frame's clip is its
 key minus the last component, `000/00000012` -> clip `000`, `00001/0001/im3` -> `00001/0001`),
@@ -23,7 +23,7 @@ and then recorded, finished clips are kept when the command is run again, and me
 written last, after a sample of frames (`--verify`, default 64; `all`) was compared bit for
 bit with the source, so a half-built or unverified store is never read. Running it on a
 finished store only verifies. A corrupt source frame, a damaged store file or a mismatch ends
-with one `error:` line naming the file (exit 2).
+with one `error:` line naming the file (exit 2); Ctrl-C with one line (exit 130).
 """
 from __future__ import annotations
 
@@ -40,14 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from datasets.io import (DiskFrames, LmdbFrames, check_lmdb_folder, decode_image, png_size,  # noqa: E402
-                         read_lmdb_meta)
+from datasets.io import (DiskFrames, LmdbFrames, check_lmdb_folder, decode_image, human_size, png_size,  # noqa: E402
+                         progress_bar, read_lmdb_meta)
 from datasets.meta_info import frame_files, read_clip_meta  # noqa: E402
 from datasets.raw_store import (RawClip, RawFrames, RawStoreWriter, bgr_to_planar_rgb, clip_data_path,  # noqa: E402
-                                map_clip_file, read_meta, verify_checksums)
+                                map_clip_file, read_meta, store_state, verify_checksums)
 from vsr_accel.core.errors import DataError, report_user_errors  # noqa: E402
 
 DEFAULT_VERIFY = 64
+INTERRUPTED = 130  # 128 + SIGINT, as scripts/create_lmdb.py and experiments/run.py
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def check_free_space(output: Path, needed: int | None) -> None:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if needed > free:
-        raise DataError(f"{output}: the clips left to pack need {needed / 1e9:.1f} GB, only {free / 1e9:.1f} GB "
+        raise DataError(f"{output}: the clips left to pack need {human_size(needed)}, only {human_size(free)} "
                         f"are free on {probe}")
 
 
@@ -219,18 +220,10 @@ def _compare(root: Path, source: Source, by_name: dict[str, RawClip], arrays: di
                             f"{source.store.describe(key)}; rebuild the store (remove {root})")
 
 
-def _progress():
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is in requirements.txt; without it, no bar
-        return lambda items, **_: items
-    return lambda items, **kw: tqdm(items, file=sys.stderr, dynamic_ncols=True, **kw)
-
-
 def build(args: argparse.Namespace) -> int:
     source = open_source(args.input, args.ext, args.list)
     writer = RawStoreWriter(args.output, source.description)
-    progress = _progress()
+    progress = progress_bar
     verify_count = None if args.verify == "all" else int(args.verify)
     total_frames = sum(len(c.frames) for c in source.clips)
 
@@ -264,7 +257,7 @@ def build(args: argparse.Namespace) -> int:
     meta = writer.finish(clips)
     read_meta(args.output)  # what the datasets will read back
     size = sum(c.nbytes for c in clips)
-    print(f"wrote {len(clips)} clips, {total_frames} frames ({size / 1e9:.2f} GB) to {args.output}; "
+    print(f"wrote {len(clips)} clips, {total_frames} frames ({human_size(size)}) to {args.output}; "
           f"verified {checked} frames against the source; {meta.name} written last")
     print(f"use it with  io_backend: {{type: raw}}  and  dataroot_*: {args.output}")
     return 0
@@ -299,9 +292,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def interrupted_line(output: Path) -> str:
+    state = store_state(output)
+    if state == "half-built":
+        return (f"interrupted: {output} is half-built (finished clips are kept, meta.json is not written yet); "
+                "run the same command again to resume")
+    return f"interrupted: {output} was not changed" + (" (it is complete)" if state == "complete" else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return report_user_errors(lambda: build(args), args.debug)
+    try:
+        return report_user_errors(lambda: build(args), args.debug)
+    except KeyboardInterrupt:
+        print(interrupted_line(args.output), file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ Every .png under --input is written to the same relative path under --output, so
 `<gt>/<clip>/<frame>.png` becomes `<lr>/<clip>/<frame>.png`. GT sizes must be multiples of the
 scale (the LR must be exactly 1/scale; crop the GT first otherwise).
 
-  python scripts/generate_lr.py --kind bi --input datasets/vimeo/GT --output datasets/vimeo/BIx4
-  python scripts/generate_lr.py --kind bd --input datasets/Vid4/GT --output datasets/Vid4/BDx4
-  python scripts/generate_lr.py --kind bd --input datasets/vimeo90k/vimeo_septuplet/sequences \
-      --output datasets/vimeo90k/BDx4
+  python scripts/generate_lr.py --kind bi --input data/vimeo90k/vimeo_septuplet/sequences --output data/vimeo90k/BIx4
+  python scripts/generate_lr.py --kind bd --input data/Vid4/GT --output data/Vid4/BDx4
+  python scripts/generate_lr.py --kind bd --input data/vimeo90k/vimeo_septuplet/sequences \
+      --output data/vimeo90k/BDx4
 """
 from __future__ import annotations
 

