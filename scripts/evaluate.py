@@ -35,7 +35,7 @@ from vsr_accel.core.distributed import pick_device  # noqa: E402
 from vsr_accel.core.errors import CheckpointError, ConfigError, DataError, run_guarded  # noqa: E402
 from datasets.matlab_resize import imresize  # noqa: E402
 from datasets.test_sets import STANDARD_TEST_SETS, find_test_sets  # noqa: E402
-from vsr_accel.eval.evaluation import ScoreTable, evaluate, format_benchmark_table, format_table  # noqa: E402
+from vsr_accel.eval.evaluation import ScoreTable, evaluate, format_benchmark_table, format_table, score_clip  # noqa: E402
 from vsr_accel.eval.protocols import Protocol  # noqa: E402
 from vsr_accel.infer.restore import restore_clip  # noqa: E402
 from vsr_accel.core.fsio import atomic_write_text  # noqa: E402
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             tables["bicubic"] = evaluate(lambda lq: matlab_bicubic(lq, opt.scale), test_set,
                                          **dataclasses.asdict(protocol))
 
-    probed = probe_first_clip(model, restore, test_set, device, args.probe_frames) if args.probe else None
+    probed = probe_first_clip(model, restore, test_set, device, args.probe_frames, protocol) if args.probe else None
 
     channel = "Y" if protocol.test_y_channel else "RGB"
     print(f"\n{opt.name}: {path} on datasets.{args.phase} ({protocol.describe()})\n")
@@ -151,8 +151,10 @@ def run(args: argparse.Namespace) -> int:
     if probed is not None:
         flow = (f"; flow mean {probed.flow_mean_px:.3f} px, max {probed.flow_max_px:.2f} px"
                 if probed.flow_mean_px is not None else "")
+        gain = (f"; PSNR {probed.psnr_whole:.3f} dB restored whole vs {probed.psnr_per_frame:.3f} frame by frame"
+                if probed.psnr_whole is not None else "")
         print(f"propagation ({probed.frames} frames of the first clip): max |whole - frame by frame| "
-              f"{probed.max_abs_diff_vs_per_frame:.3e}{flow}")
+              f"{probed.max_abs_diff_vs_per_frame:.3e}{flow}{gain}")
     out = Path(args.json) if args.json else Path(opt.path.experiments_root) / opt.name / f"eval_{args.phase}.json"
     write_json(out, {"checkpoint": str(path), "phase": args.phase, "channel": channel,
                      "protocol": dataclasses.asdict(protocol), **{name: t.as_dict() for name, t in tables.items()},
@@ -161,14 +163,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def probe_first_clip(model: torch.nn.Module, restore, test_set, device: torch.device,
-                     frames: int | None) -> ProbeResult:
-    """`--probe`: propagation and flow of the model on the first clip (vsr_accel.train.health)."""
+                     frames: int | None, protocol: Protocol) -> ProbeResult:
+    """`--probe`: propagation and flow of the model on the first clip (vsr_accel.eval.probes), and
+    the clip's PSNR restored whole vs frame by frame (every frame, the protocol's channel and border)."""
     if not models.is_recurrent(model):
         raise ConfigError(f"--probe: {type(model).__name__} is not a recurrent network; it restores each frame "
                           f"from a window of its neighbours, so there is no propagation to probe")
     if frames is not None and frames < 2:
         raise ConfigError(f"--probe-frames must be >= 2 (a propagation needs two frames), got {frames}")
-    return probe(model, restore, test_set[0]["lq"], device, frames)
+    item = test_set[0]
+    gt = item["gt"] if item["gt"].shape[0] == item["lq"].shape[0] else None  # a centre-frame-only GT: no PSNR
+    psnr = lambda sr, hr: score_clip(sr, hr, item["clip"], protocol.crop_border, protocol.test_y_channel).psnr  # noqa: E731
+    return probe(model, restore, item["lq"], device, frames, gt=gt, psnr=psnr)
 
 
 def run_testsets(args: argparse.Namespace, opt: Options, path: Path, restore, found, opened) -> int:

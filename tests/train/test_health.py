@@ -145,3 +145,5 @@ def test_evaluate_probe_writes_propagation(tiny_reds, tmp_path):
     probed = json.loads(out.read_text())["propagation"]
     assert probed["frames"] == 4 and probed["max_abs_diff_vs_per_frame"] > 1e-4
     assert 0 <= probed["flow_mean_px"] <= probed["flow_max_px"] < 24
+    assert probed["psnr_gain_vs_per_frame"] == pytest.approx(probed["psnr_whole"] - probed["psnr_per_frame"])
+    assert probed["psnr_whole"] > 10 and probed["psnr_per_frame"] > 10

@@ -58,11 +58,16 @@ def flow_magnitude(model: torch.nn.Module, lq: torch.Tensor) -> FlowStats | None
 
 
 @torch.no_grad()
+def restore_whole_and_alone(restore: Callable[[torch.Tensor], torch.Tensor],
+                            clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (t, 3, h, w) clip restored whole, and frame by frame (each frame as a one-frame clip)."""
+    return restore(clip), torch.cat([restore(clip[i:i + 1]) for i in range(clip.shape[0])])
+
+
 def propagation_gap(restore: Callable[[torch.Tensor], torch.Tensor], clip: torch.Tensor) -> float:
     """Max |restored whole - restored frame by frame| over a (t, 3, h, w) clip (t >= 2), on the
     [0, 1] outputs: 0 when the output ignores the neighbouring frames."""
-    whole = restore(clip)
-    alone = torch.cat([restore(clip[i:i + 1]) for i in range(clip.shape[0])])
+    whole, alone = restore_whole_and_alone(restore, clip)
     return float((whole.float() - alone.float()).abs().max())
 
 
@@ -73,22 +78,36 @@ class ProbeResult:
     flow_mean_px: float | None
     flow_max_px: float | None
     frames: int
+    # with the clip's GT: PSNR of the clip restored whole and frame by frame, i.e. what propagation adds
+    psnr_whole: float | None = None
+    psnr_per_frame: float | None = None
 
     def as_dict(self) -> dict[str, float | int | None]:
-        return {"max_abs_diff_vs_per_frame": self.max_abs_diff_vs_per_frame, "flow_mean_px": self.flow_mean_px,
+        data = {"max_abs_diff_vs_per_frame": self.max_abs_diff_vs_per_frame, "flow_mean_px": self.flow_mean_px,
                 "flow_max_px": self.flow_max_px, "frames": self.frames}
+        if self.psnr_whole is not None and self.psnr_per_frame is not None:
+            data.update(psnr_whole=self.psnr_whole, psnr_per_frame=self.psnr_per_frame,
+                        psnr_gain_vs_per_frame=self.psnr_whole - self.psnr_per_frame)
+        return data
 
 
 def probe(model: torch.nn.Module, restore: Callable[[torch.Tensor], torch.Tensor], clip: torch.Tensor,
-          device: torch.device, frames: int | None = None) -> ProbeResult:
+          device: torch.device, frames: int | None = None, gt: torch.Tensor | None = None,
+          psnr: Callable[[torch.Tensor, torch.Tensor], float] | None = None) -> ProbeResult:
     """Propagation gap and flow statistics of `model` on the first `frames` frames of a clip
-    (all when None)."""
+    (all when None); with the clip's `gt` and a `psnr(sr, gt)` scorer, also the PSNR of the
+    clip restored whole and frame by frame (what propagation is worth, not only whether it acts)."""
     clip = clip if frames is None else clip[:frames]
-    gap = propagation_gap(restore, clip)
+    whole, alone = restore_whole_and_alone(restore, clip)
+    gap = float((whole.float() - alone.float()).abs().max())
+    scores = (None, None)
+    if gt is not None and psnr is not None:
+        gt = gt[:clip.shape[0]]
+        scores = (psnr(whole, gt), psnr(alone, gt))
     was_training = model.training
     model.eval()
     try:
         stats = flow_magnitude(model, clip[None].to(device))
     finally:
         model.train(was_training)
-    return ProbeResult(gap, stats.mean_px if stats else None, stats.max_px if stats else None, clip.shape[0])
+    return ProbeResult(gap, stats.mean_px if stats else None, stats.max_px if stats else None, clip.shape[0], *scores)
