@@ -41,3 +41,12 @@ def input_window(net: nn.Module) -> int | None:
     """Input frames a sliding-window network (EDVR) reads per output frame, its `num_frame`; None
     for a recurrent network, which reads the whole clip (the `window` of `vsr_accel.infer.restore`)."""
     return None if models.is_recurrent(net) else int(net.num_frame)
+
+
+def output_layer(net: nn.Module) -> nn.Module | None:
+    """The layer a network runs once per output frame, so that inference can count frames as they
+    finish: BasicSR's `conv_last`, the last convolution of every network here (a recurrent network
+    runs it for each frame of its last pass, in frame order; a sliding-window network once per
+    window). None for a network without one (progress then advances per chunk)."""
+    layer = getattr(net, "conv_last", None)
+    return layer if isinstance(layer, nn.Module) else None

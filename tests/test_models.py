@@ -394,3 +394,32 @@ def test_untrained_spynet_starts_at_zero_flow_and_learns():
     net(x).mean().backward()
     head = net.spynet.basic_module[-1].basic_module[-1]
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("spec, frames, runs", [
+    ({"type": "BasicVSR", **SMALL_BASICVSR}, 4, [0, 1, 2, 3]),
+    ({"type": "BasicVSRM", "num_feat": 8, "num_block": 1}, 4, [0, 1, 2, 3]),
+    ({"type": "BasicVSRPlusPlus", "mid_channels": 8, "num_blocks": 1}, 4, [0, 1, 2, 3]),
+    ({"type": "IconVSR", "num_feat": 8, "num_block": 1, "keyframe_stride": 2}, 4, [0, 1, 2, 3]),
+    ({"type": "EDVR", **SMALL_EDVR}, 3, [0]),
+    ({"type": "EDVRM", **SMALL_EDVR}, 3, [0]),
+])
+def test_output_layer_runs_once_per_output_frame_in_frame_order(spec, frames, runs):
+    """infer.py's progress counts the runs of `models.output_layer` as finished frames: each
+    recurrent network runs it once per frame of its last pass, in frame order (each run's output is
+    that frame's residual); a sliding-window network once per call (its one output frame)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = build_network(spec).eval()
+    seen: list[torch.Tensor] = []
+    handle = models.output_layer(net).register_forward_hook(lambda _m, _i, out: seen.append(out.clone()))
+    x = torch.rand(1, frames, 3, 16, 16)
+    with torch.no_grad():
+        out = net(x)
+    handle.remove()
+    assert len(seen) == len(runs)
+    if models.is_recurrent(net):  # run i made frame i: output i is run i's residual over frame i's bilinear x4
+        for i, residual in zip(runs, seen):
+            base = F.interpolate(x[:, i], scale_factor=4, mode="bilinear", align_corners=False)
+            torch.testing.assert_close(residual + base, out[:, i])
+    assert models.output_layer(nn.Conv2d(3, 3, 1)) is None
