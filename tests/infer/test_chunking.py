@@ -29,6 +29,20 @@ def test_plan_chunks_example_and_bad_arguments():
             plan_chunks(*bad)
 
 
+def test_a_range_is_chunked_from_its_start_with_context_from_the_video():
+    """--start/--frames: the grid starts at the range's first frame; context reaches outside the
+    range (clamped at the video's ends only), as in a whole run."""
+    assert plan_chunks(20, 4, 2, start=5, stop=12) == [Chunk(5, 9, 3, 11), Chunk(9, 12, 7, 14)]
+    assert plan_chunks(20, 4, 2, start=18, stop=20) == [Chunk(18, 20, 16, 20)]
+    whole = plan_chunks(20, 4, 2)
+    assert plan_chunks(20, 4, 2, start=8, stop=16) == whole[2:4]  # on the grid, whole chunks: the same chunks
+    assert plan_chunks(20, 4, 2, start=12, stop=20) == whole[3:]  # ... or to the video's end
+    assert plan_chunks(20, 4, 2, start=7, stop=7) == []
+    for start, stop in [(-1, 5), (6, 5), (0, 21)]:
+        with pytest.raises(ValueError):
+            plan_chunks(20, 4, 2, start=start, stop=stop)
+
+
 @pytest.mark.parametrize("num_chunks,world_size", [(4, 2), (5, 2), (7, 3), (2, 4), (0, 2), (9, 1)])
 def test_rank_share_is_contiguous_balanced_and_complete(num_chunks, world_size):
     chunks = plan_chunks(num_chunks * 3, 3, 1)

@@ -48,22 +48,33 @@ class Chunk:
         return self.start - self.ctx_start
 
 
-def plan_chunks(num_frames: int, chunk: int, context: int) -> list[Chunk]:
-    """Split `num_frames` into consecutive chunks of `chunk` frames (the last may be shorter),
-    each read with `context` frames either side, clamped at the video's ends.
+def plan_chunks(num_frames: int, chunk: int, context: int, start: int = 0, stop: int | None = None) -> list[Chunk]:
+    """Split frames [start, stop) (default: all `num_frames`) into consecutive chunks of `chunk`
+    frames (the last may be shorter), each read with `context` frames either side, clamped at the
+    video's ends, not the range's: a range's edge frames get the same context as a whole run's.
+
+    The chunk grid starts at `start`. A recurrent network's frame comes out the same in two runs
+    over different ranges (say frames 64-73, and the whole video) exactly when the chunk holding
+    it is the same chunk in both (same first and last frame, hence the same context frames):
+    ranges that start on the other run's grid (a multiple of `chunk` apart) and whose frame count
+    is a multiple of `chunk`, or which run to the video's end. A sliding-window network reads only
+    each frame's window, so its frames are the same in any range.
 
     Context ranges only ever move forward, which is what lets the reader stream the video
     through a bounded buffer (`ForwardBuffer`)."""
+    stop = num_frames if stop is None else stop
     if num_frames < 0:
         raise ValueError(f"num_frames must be >= 0, got {num_frames}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     if context < 0:
         raise ValueError(f"context must be >= 0, got {context}")
+    if not 0 <= start <= stop <= num_frames:
+        raise ValueError(f"frames [{start}, {stop}) are not a range of a {num_frames}-frame video")
     chunks = []
-    for start in range(0, num_frames, chunk):
-        stop = min(start + chunk, num_frames)
-        chunks.append(Chunk(start, stop, max(0, start - context), min(num_frames, stop + context)))
+    for first in range(start, stop, chunk):
+        last = min(first + chunk, stop)
+        chunks.append(Chunk(first, last, max(0, first - context), min(num_frames, last + context)))
     return chunks
 
 
