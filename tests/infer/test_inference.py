@@ -26,7 +26,8 @@ from tests.conftest import REPO
 from vsr_accel.core.errors import CheckpointError
 from vsr_accel.core.fsio import atomic_write_bytes, stale_temps
 from vsr_accel.core.pixels import quantize_like_tensor2img
-from vsr_accel.infer.chunking import plan_chunks, rank_share, tile_spans
+from vsr_accel.core.speed_defaults import FP32_NCHW, SpeedSettings, resolve_speed
+from vsr_accel.infer.chunking import Chunk, plan_chunks, rank_share, tile_spans
 from vsr_accel.infer.inference import (ModelSource, Upscaler, apply_tiled, compare_frames, frames_to_tensor, load_model,
                                        parse_network_args, run_chunks)
 
@@ -107,14 +108,49 @@ def baseline(workdir: Path, lr_dir: Path, checkpoint: Path) -> Path:
     return out
 
 
+class RecordingBar:
+    """Stands in for tqdm in `vsr_accel.infer.inference`: what the progress bar was told."""
+
+    def __init__(self, total: int = 0, **kwargs):
+        self.total, self.kwargs, self.n = total, kwargs, 0
+        self.counts: list[int] = []  # the count after each update that moved it
+        self.postfixes: list[str] = []
+
+    def update(self, n: int = 1) -> None:
+        if n:
+            self.n += n
+            self.counts.append(self.n)
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        self.postfixes.append(text)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def bars(monkeypatch) -> list[RecordingBar]:
+    made: list[RecordingBar] = []
+
+    def make(**kwargs) -> RecordingBar:
+        made.append(RecordingBar(**kwargs))
+        return made[-1]
+    monkeypatch.setattr(inference, "tqdm", make)
+    return made
+
+
 def frame_bytes(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def make_upscaler(checkpoint: Path, num_frames: int, spec: dict = TINY) -> Upscaler:
+INFER_DEFAULT_SPEED = resolve_speed("auto", None, torch.device("cpu"))  # infer.py's --amp / --channels-last auto
+
+
+def make_upscaler(checkpoint: Path, num_frames: int, spec: dict = TINY, **kwargs) -> Upscaler:
+    """The upscaler infer.py builds by default (its speed settings), unless told otherwise."""
     model = load_model(ModelSource(spec=dict(spec), checkpoint=checkpoint, param_key=None), torch.device("cpu"),
                        models)
-    return Upscaler(model, torch.device("cpu"), num_frames)
+    return Upscaler(model, torch.device("cpu"), num_frames, **{"speed": INFER_DEFAULT_SPEED, **kwargs})
 
 
 # ----------------------------------------------------------------------------- tiling
@@ -355,7 +391,8 @@ def test_video_file_input_and_mp4_output(lr_frames, checkpoint: Path, tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "out", "sr.mp4"]  # no temp mp4
 
 
-def test_edvr_chunked_equals_whole_clip_sliding_window(lr_dir: Path, tmp_path: Path):
+def test_edvr_chunked_equals_whole_clip_sliding_window(lr_dir: Path, tmp_path: Path, bars):
+    """Chunked, and in any range of frames: a sliding-window network's frames are the whole clip's."""
     spec = {"type": "EDVR", "num_feat": 8, "num_frame": 5, "deformable_groups": 1, "num_extract_block": 1,
             "num_reconstruct_block": 1}
     checkpoint = tmp_path / "edvr.pth"
@@ -365,17 +402,22 @@ def test_edvr_chunked_equals_whole_clip_sliding_window(lr_dir: Path, tmp_path: P
     lr9.mkdir()
     for i, frame in enumerate(list(open_source(lr_dir).frames())[:9]):
         cv2.imwrite(str(lr9 / f"{i:08d}.png"), frame)
-    out = tmp_path / "out"
-    assert infer.main(["--input", str(lr9), "--output", str(out), "--chunk", "4", "--checkpoint", str(checkpoint),
-                       "--network", "EDVR", "--network-args",
-                       '{"num_feat": 8, "deformable_groups": 1, "num_extract_block": 1, "num_reconstruct_block": 1}',
-                       "--device", "cpu", "--no-progress"]) == 0
-    from vsr_accel.infer.restore import restore_clip
+    edvr_argv = ["--checkpoint", str(checkpoint), "--network", "EDVR", "--network-args",
+                 '{"num_feat": 8, "deformable_groups": 1, "num_extract_block": 1, "num_reconstruct_block": 1}',
+                 "--device", "cpu", "--amp", "none", "--channels-last", "off"]
+    out, part = tmp_path / "out", tmp_path / "part"
+    assert infer.main(["--input", str(lr9), "--output", str(out), "--chunk", "4", "--no-progress", *edvr_argv]) == 0
+    # a range off the grid (frames 3-5 in chunks of 2), counted window by window
+    assert infer.main(["--input", str(lr9), "--output", str(part), "--chunk", "2", "--start", "3", "--frames", "3",
+                       *edvr_argv]) == 0
+    assert bars[-1].counts == [1, 2, 3] and bars[-1].postfixes == ["chunk 1/2", "chunk 2/2"]
+    from vsr_accel.infer.restore import restore_clip  # validation's restore: fp32, NCHW
     lq = frames_to_tensor(list(open_source(lr9).frames()))
     whole = quantize_like_tensor2img(restore_clip(net.eval(), lq, torch.device("cpu"), window=5, padding="reflection_circle"))
     for i in range(9):
         written = cv2.imread(str(out / f"{i:08d}.png"))[..., ::-1]
         assert np.array_equal(written, whole[i].permute(1, 2, 0).numpy()), i
+    assert frame_bytes(part) == {n: b for n, b in frame_bytes(out).items() if n in {f"{i:08d}.png" for i in (3, 4, 5)}}
 
 
 def test_network_from_options_file_and_json_args(lr_dir: Path, checkpoint: Path, tmp_path: Path):
@@ -389,6 +431,129 @@ def test_network_from_options_file_and_json_args(lr_dir: Path, checkpoint: Path,
     assert parse_network_args(['{"num_feat": 8}']) == {"num_feat": 8}
     assert parse_network_args(["num_feat=8", "spynet_path=~", "name=abc"]) == \
         {"num_feat": 8, "spynet_path": None, "name": "abc"}
+
+
+# ----------------------------------------------------------------------------- progress
+
+def test_progress_counts_frames_as_they_finish_and_the_start_line_names_the_chunks(lr_dir: Path, checkpoint: Path,
+                                                                                   tmp_path: Path, bars, capsys):
+    """Issue 20.5: the bar sat at 0/120 until a whole 64-frame chunk was done. Now each output frame
+    counts when the network finishes it (context frames do not), with an ETA from the run's rate."""
+    argv = [a for a in net_argv(checkpoint) if a != "--no-progress"]
+    assert infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "out"), "--chunk", "10", "--context", "2",
+                       *argv]) == 0
+    assert "in 2 chunks of up to 10 frames (+2 context frames each side)" in capsys.readouterr().err
+    (bar,) = bars
+    assert bar.total == NUM_FRAMES and bar.counts == list(range(1, NUM_FRAMES + 1))  # one frame at a time
+    assert bar.postfixes == ["chunk 1/2", "chunk 2/2"]
+    assert bar.kwargs["unit"] == "frame" and bar.kwargs["smoothing"] == 0  # tqdm's ETA, from the run's mean rate
+
+
+def test_progress_counts_tiles_as_parts_of_a_frame_and_only_the_frames_left_to_restore(
+        baseline: Path, lr_dir: Path, checkpoint: Path, tmp_path: Path, bars):
+    argv = [a for a in net_argv(checkpoint) if a != "--no-progress"]
+    assert infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "tiled"), "--chunk", "20", "--context", "0",
+                       "--tile", "24", "--tile-overlap", "4", *argv]) == 0  # 2 tiles per frame
+    assert bars[0].counts == list(range(1, NUM_FRAMES + 1))  # halves of frames add up: 10 per tile
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    for name, data in frame_bytes(baseline).items():
+        (resumed / name).write_bytes(data)
+    (resumed / "00000008.png").unlink()  # chunk [6, 12) to redo
+    source = open_source(lr_dir)
+    stats = run_chunks(source, make_upscaler(checkpoint, NUM_FRAMES), plan_chunks(NUM_FRAMES, 6, 2),
+                       FrameFolder(resumed), progress=True)
+    assert bars[1].total == 6 and bars[1].counts == [1, 2, 3, 4, 5, 6] and bars[1].postfixes == ["chunk 1/1"]
+    assert (stats.skipped_chunks, stats.computed_chunks, stats.computed_frames) == (3, 1, 6)
+
+
+# ----------------------------------------------------------------------------- frame ranges
+
+def test_start_and_frames_restore_the_frames_a_whole_run_writes_on_its_grid(baseline: Path, lr_dir: Path,
+                                                                           checkpoint: Path, tmp_path: Path, capsys):
+    """Issue 20.6. `baseline` ran chunks of 6 (context 2) over all 20 frames: ranges that start on
+    its grid and hold whole chunks (or run to the end) get the same chunks, so the same bytes."""
+    for start, frames in [(6, 12), (12, 8), (12, 30)]:
+        out = tmp_path / f"from{start}_{frames}"
+        assert infer.main(["--input", str(lr_dir), "--output", str(out), "--chunk", "6", "--context", "2",
+                           "--start", str(start), "--frames", str(frames), *net_argv(checkpoint)]) == 0
+        stop = min(start + frames, NUM_FRAMES)
+        assert frame_bytes(out) == {name: data for name, data in frame_bytes(baseline).items()
+                                    if start <= int(name[:8]) < stop}
+    err = capsys.readouterr().err
+    assert "frames 6-17 of" in err and "(12 of 20) in 2 chunks" in err
+    assert "frames 12-19 of" in err and "(8 of 20; --frames 30 runs past the video's end) in 2 chunks" in err
+
+
+def test_a_range_off_the_grid_reads_its_context_from_the_video(lr_dir: Path, checkpoint: Path, tmp_path: Path):
+    """Frames 3-6 in one chunk: its context frames 1-2 and 7-8 come from the video, outside the range."""
+    out = tmp_path / "out"
+    assert infer.main(["--input", str(lr_dir), "--output", str(out), "--chunk", "6", "--context", "2",
+                       "--start", "3", "--frames", "4", *net_argv(checkpoint)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:08d}.png" for i in range(3, 7)]
+    frames = list(open_source(lr_dir).frames())
+    expected = make_upscaler(checkpoint, NUM_FRAMES).restore(Chunk(3, 7, 1, 9), frames[1:9])
+    for i, frame in zip(range(3, 7), expected):
+        assert np.array_equal(cv2.imread(str(out / f"{i:08d}.png"))[..., ::-1], frame.permute(1, 2, 0).numpy()), i
+
+
+def test_summary_line_names_the_range_and_the_mp4_with_its_codec(lr_dir: Path, checkpoint: Path, tmp_path: Path,
+                                                                 capsys):
+    """Issue 20.7: the mp4 write_mp4 made (its summary: codec, frames, size, rate) is named on the last line."""
+    from datasets.video_io import h264_available
+    out, mp4 = tmp_path / "out", tmp_path / "try.mp4"
+    assert infer.main(["--input", str(lr_dir), "--output", str(out), "--start", "2", "--frames", "5",
+                       "--mp4", str(mp4), *net_argv(checkpoint)]) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    codec = "H.264" if h264_available() else "MPEG-4 Part 2"
+    assert summary.startswith(f"restored frames 2-6 into {out}; wrote {mp4} ({codec}, 5 frames of 128x96 at 25 fps")
+    capture = cv2.VideoCapture(str(mp4))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    assert count == 5
+
+
+# ----------------------------------------------------------------------------- speed switches
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+@pytest.mark.parametrize("capability", ["AMX", "AVX512", "AVX2"])
+def test_amp_and_channels_last_default_to_the_trainers_settings(monkeypatch, native_bf16: bool, capability: str):
+    """Issue 20.8: one rule decides `auto` for both (vsr_accel.core.speed_defaults.resolve_speed)."""
+    from vsr_accel.core import speed_defaults
+    from vsr_accel.train import builders
+    from vsr_accel.train.options import TrainOptions
+    monkeypatch.setattr(speed_defaults, "cpu_supports_bf16", lambda: native_bf16)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    parse = lambda *extra: infer.build_parser().parse_args(["--input", "x", "--output", "y", *extra])  # noqa: E731
+    for device in map(torch.device, ("cpu", "cuda")):
+        assert infer.speed_settings(parse(), device) == builders.speed_settings(TrainOptions(total_iter=1), device)
+    assert infer.speed_settings(parse(), torch.device("cpu")) == SpeedSettings(
+        channels_last=capability in ("AMX", "AVX512"), amp_dtype=torch.bfloat16 if native_bf16 else None)
+    assert infer.speed_settings(parse("--amp", "none", "--channels-last", "off"), torch.device("cpu")) == FP32_NCHW
+    assert infer.speed_settings(parse("--amp", "bf16", "--channels-last", "on"), torch.device("cuda")) == \
+        SpeedSettings(channels_last=True, amp_dtype=torch.bfloat16)
+    assert infer.speed_settings(parse("--half"), torch.device("cuda")).amp_dtype == torch.float16
+
+
+def test_amp_off_restores_in_fp32_and_bf16_stays_close_to_it(lr_dir: Path, checkpoint: Path, tmp_path: Path, capsys):
+    runs = {"fp32": ["--amp", "none", "--channels-last", "off"], "bf16": ["--amp", "bf16", "--channels-last", "on"]}
+    for name, flags in runs.items():
+        assert infer.main(["--input", str(lr_dir), "--output", str(tmp_path / name), "--chunk", "10", "--context", "2",
+                           *flags, *net_argv(checkpoint)]) == 0
+    err = capsys.readouterr().err
+    assert "BasicVSR on cpu, fp32, NCHW" in err and "BasicVSR on cpu, bf16 autocast, channels_last" in err
+    reference = tmp_path / "reference"  # what validation restores with: fp32, NCHW
+    reference.mkdir()
+    run_chunks(open_source(lr_dir), make_upscaler(checkpoint, NUM_FRAMES, speed=FP32_NCHW),
+               plan_chunks(NUM_FRAMES, 10, 2), FrameFolder(reference))
+    assert frame_bytes(tmp_path / "fp32") == frame_bytes(reference)
+    fp32, bf16 = ([cv2.imread(str(p)) for p in sorted((tmp_path / name).iterdir())] for name in runs)
+    result = compare_frames(bf16, fp32)
+    assert result["identical_frames"] < NUM_FRAMES  # autocast did run
+    # measured 55.9 dB pooled (worst frame 55.6) for this tiny network on the Xeon (AMX-BF16); a
+    # BasicVSR-M: see benchmarks/results/bench_infer_speed.md
+    assert result["chunked_vs_whole_psnr"] > 50 and result["chunked_vs_whole_worst_frame_psnr"] > 48
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -449,9 +614,23 @@ def test_unwritable_output_is_a_one_line_error(lr_dir: Path, tmp_path: Path, che
 
 def test_half_on_cpu_and_missing_network_are_one_line_errors(lr_dir: Path, tmp_path: Path, checkpoint: Path, capsys):
     code = infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "o"), "--half", *net_argv(checkpoint)])
-    assert_one_line_error(capsys, code, "--half needs a CUDA device")
+    assert_one_line_error(capsys, code, "--half needs a CUDA device", "--amp bf16")
+    code = infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "o"), "--half", "--amp", "bf16",
+                       *net_argv(checkpoint)])
+    assert_one_line_error(capsys, code, "--half fp16 and --amp bf16")
     code = infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "o"), "--checkpoint", str(checkpoint)])
     assert_one_line_error(capsys, code, "--network")
+
+
+@pytest.mark.parametrize("flags, fragments", [
+    (["--start", "20"], ["--start 20", "has 20 frames (0-19)"]),
+    (["--start", "-1"], ["--start must be >= 0, got -1"]),
+    (["--frames", "0"], ["--frames must be >= 1, got 0"]),
+])
+def test_bad_frame_range_is_a_one_line_error(lr_dir: Path, tmp_path: Path, checkpoint: Path, capsys, flags, fragments):
+    code = infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "o"), *flags, *net_argv(checkpoint)])
+    assert_one_line_error(capsys, code, *fragments)
+    assert not (tmp_path / "o").exists()
 
 
 def test_debug_shows_the_traceback(lr_dir: Path, tmp_path: Path):

@@ -24,10 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from tqdm import tqdm
 
 from vsr_accel.core.config import read_yaml
 from vsr_accel.core.errors import ConfigError, DataError
 from vsr_accel.core.pixels import quantize_like_tensor2img, uint8_to_unit_float
+from vsr_accel.core.speed_defaults import FP32_NCHW, SpeedSettings
 from vsr_accel.eval.metrics import calculate_psnr
 from vsr_accel.infer.chunking import EDVR_TEST_PADDING, Chunk, ForwardBuffer, tile_spans, window_context
 from vsr_accel.infer.restore import Restore, restore_frames
@@ -64,11 +66,14 @@ class FrameSink(Protocol):
 
 class NetworkRegistry(Protocol):
     """What loading needs from `models` (passed in: `vsr_accel/` never imports `models`): its one
-    loader, the sliding-window rule and the frame-size multiple."""
+    loader, the sliding-window rule, the layer that runs once per output frame (progress) and the
+    frame-size multiple."""
 
     def load_network(self, spec: Mapping[str, Any], checkpoint: Path, *, param_key: str | None) -> torch.nn.Module: ...
 
     def input_window(self, net: torch.nn.Module) -> int | None: ...
+
+    def output_layer(self, net: torch.nn.Module) -> torch.nn.Module | None: ...
 
     def required_multiple(self, network: Mapping[str, Any]) -> int: ...
 
@@ -141,6 +146,7 @@ class LoadedModel:
     net: torch.nn.Module
     window: int | None  # input frames per output frame of a sliding-window network; None: recurrent
     multiple: int  # LR sides are padded up to a multiple of this
+    frame_layer: torch.nn.Module | None = None  # runs once per output frame (`models.output_layer`): progress
 
 
 def load_model(source: ModelSource, device: torch.device, networks: NetworkRegistry) -> LoadedModel:
@@ -150,7 +156,8 @@ def load_model(source: ModelSource, device: torch.device, networks: NetworkRegis
         warnings.filterwarnings("ignore", message=".*(spynet_path|edvr_path) is not set.*")
         net = networks.load_network(source.spec, source.checkpoint, param_key=source.param_key)
     net.eval().to(device)
-    return LoadedModel(net=net, window=networks.input_window(net), multiple=networks.required_multiple(source.spec))
+    return LoadedModel(net=net, window=networks.input_window(net), multiple=networks.required_multiple(source.spec),
+                       frame_layer=networks.output_layer(net))
 
 
 # ----------------------------------------------------------------------------- restoring frames
@@ -196,36 +203,66 @@ def apply_tiled(fn: Restore, x: torch.Tensor, tile: int, overlap: int, multiple:
 
 class Upscaler:
     """Restores one chunk from its context frames, in uint8; knows recurrent vs sliding-window
-    models, tiling and half precision."""
+    models, tiling, and the speed switches (`speed`: autocast precision and memory layout, as
+    `vsr_accel.core.speed_defaults.resolve_speed` decides them for the trainer too; the network is
+    put in that memory layout here). The default, fp32 and NCHW, is what validation restores with."""
 
     def __init__(self, model: LoadedModel, device: torch.device, num_frames: int, *, tile: int = 0,
-                 tile_overlap: int = 0, half: str | None = None, padding: str = EDVR_TEST_PADDING):
+                 tile_overlap: int = 0, speed: SpeedSettings = FP32_NCHW, padding: str = EDVR_TEST_PADDING):
         self.model = model
         self.device = device
         self.num_frames = num_frames
         self.tile = tile
         self.tile_overlap = tile_overlap
-        self.half_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, None: None}[half]
+        self.speed = speed
         self.padding = padding
+        model.net.to(memory_format=torch.channels_last if speed.channels_last else torch.contiguous_format)
 
     def context(self, requested: int) -> int:
         return requested if self.model.window is None else window_context(self.model.window, self.padding)
 
     def _autocast(self):
-        if self.half_dtype is None:
+        if self.speed.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.half_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.speed.amp_dtype)
 
     def _tiled(self, fn: Restore, x: torch.Tensor) -> torch.Tensor:
         return apply_tiled(fn, x, self.tile, self.tile_overlap, self.model.multiple)
 
+    @contextlib.contextmanager
+    def _counting_frames(self, chunk: Chunk, frame_size: tuple[int, int],
+                         advance: Callable[[float], None] | None) -> Iterator[None]:
+        """Calls `advance(n)` as the chunk's output frames finish: the network's `frame_layer` runs
+        once per frame of a recurrent network's last pass (context frames' runs are not counted)
+        and once per window of a sliding-window one; with spatial tiles each run is 1/tiles of a
+        frame."""
+        layer = self.model.frame_layer
+        if advance is None or layer is None:
+            yield
+            return
+        tiles = len(tile_spans(frame_size[0], self.tile, self.tile_overlap)) * \
+            len(tile_spans(frame_size[1], self.tile, self.tile_overlap))
+        runs = [0]
+
+        def count(_module, _inputs, _output) -> None:
+            position = runs[0] % chunk.ctx_size  # of a recurrent network: the frame among the context frames
+            runs[0] += 1
+            if self.model.window is not None or chunk.offset <= position < chunk.offset + chunk.size:
+                advance(1 / tiles)
+        handle = layer.register_forward_hook(count)
+        try:
+            yield
+        finally:
+            handle.remove()
+
     @torch.no_grad()
-    def restore(self, chunk: Chunk, frames: Sequence[np.ndarray]) -> torch.Tensor:
-        """uint8 RGB (chunk.size, 3, H, W) on the CPU."""
+    def restore(self, chunk: Chunk, frames: Sequence[np.ndarray],
+                advance: Callable[[float], None] | None = None) -> torch.Tensor:
+        """uint8 RGB (chunk.size, 3, H, W) on the CPU; `advance(frames)` as output frames finish."""
         lq = frames_to_tensor(frames)
-        with self._autocast():
+        with self._autocast(), self._counting_frames(chunk, lq.shape[-2:], advance):
             return restore_frames(self.model.net, lq, chunk, self.num_frames, self.device, window=self.model.window,
-                                  padding=self.padding, apply=self._tiled)
+                                  padding=self.padding, channels_last=self.speed.channels_last, apply=self._tiled)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -235,35 +272,66 @@ class RunStats:
     written: int = 0
     skipped_chunks: int = 0
     computed_chunks: int = 0
+    computed_frames: int = 0
     peak_buffered: int = 0
     seconds: float = 0.0
+
+
+class FrameProgress:
+    """The progress bar of a run: output frames as they finish (not chunks), with an ETA from the
+    run's average rate so far (tqdm's `smoothing=0`: a recurrent network finishes its frames in its
+    last pass, in bursts, so a recent rate would swing), and the chunk being restored. Parts of
+    frames (spatial tiles) add up; the bar shows whole frames."""
+
+    def __init__(self, total: int, chunks: int, enabled: bool):
+        self.chunks = chunks
+        self.done = 0.0
+        self.bar = tqdm(total=total, unit="frame", disable=not enabled, dynamic_ncols=True, desc="infer",
+                        smoothing=0)
+
+    def start_chunk(self, index: int) -> None:
+        self.bar.set_postfix_str(f"chunk {index + 1}/{self.chunks}", refresh=False)
+
+    def advance(self, frames: float) -> None:
+        self.done += frames
+        self._show(math.floor(self.done + 1e-6))
+
+    def finish_chunk(self, done: int) -> None:
+        """Exactly `done` frames counted after a chunk, whatever its layer's runs added up to."""
+        self.done = float(done)
+        self._show(done)
+
+    def _show(self, whole_frames: int) -> None:
+        if whole_frames != self.bar.n:
+            self.bar.update(whole_frames - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def run_chunks(source: FrameStream, upscaler: Upscaler, chunks: Sequence[Chunk], output: FrameSink,
                progress: bool = False) -> RunStats:
     """Restore `chunks` (ascending) streaming frames through a buffer of at most max ctx_size frames;
-    chunks whose frames all exist are skipped without decoding."""
-    from tqdm import tqdm
-
+    chunks whose frames all exist are skipped without decoding. The progress bar counts the frames
+    this run restores, as they finish (`Upscaler.restore`'s `advance`)."""
     stats = RunStats()
     output.remove_stale_temps(i for c in chunks for i in range(c.start, c.stop))  # ours alone: our frames
+    todo = [c for c in chunks if not output.has_all(range(c.start, c.stop))]
+    stats.skipped_chunks = len(chunks) - len(todo)
     read_next, skip_next, close = source.open_stream()
     buffer = ForwardBuffer(read_next, skip_next)
-    bar = tqdm(total=sum(c.size for c in chunks), unit="frame", disable=not progress, dynamic_ncols=True,
-               desc="infer")
+    bar = FrameProgress(sum(c.size for c in todo), len(todo), enabled=progress)
     start_time = time.perf_counter()
     try:
-        for chunk in chunks:
-            if output.has_all(range(chunk.start, chunk.stop)):
-                stats.skipped_chunks += 1
-                bar.update(chunk.size)
-                continue
+        for index, chunk in enumerate(todo):
+            bar.start_chunk(index)
             frames = buffer.frames(chunk.ctx_start, chunk.ctx_stop)
-            restored = upscaler.restore(chunk, frames)
+            restored = upscaler.restore(chunk, frames, advance=bar.advance if progress else None)
             del frames
             stats.written += output.write(range(chunk.start, chunk.stop), restored)
             stats.computed_chunks += 1
-            bar.update(chunk.size)
+            stats.computed_frames += chunk.size
+            bar.finish_chunk(stats.computed_frames)
     finally:
         bar.close()
         close()
@@ -272,11 +340,18 @@ def run_chunks(source: FrameStream, upscaler: Upscaler, chunks: Sequence[Chunk],
     return stats
 
 
-def restore_whole(source: FrameStream, upscaler: Upscaler) -> list[torch.Tensor]:
-    """Whole-clip inference in memory (the unchunked reference): short clips only."""
+def restore_whole(source: FrameStream, upscaler: Upscaler, chunk: Chunk | None = None) -> list[torch.Tensor]:
+    """The unchunked reference, in memory (short clips only): output frames [chunk.start, chunk.stop)
+    restored in one piece from input frames [chunk.ctx_start, chunk.ctx_stop); the whole video by
+    default."""
     n = source.num_frames
-    restored = upscaler.restore(Chunk(0, n, 0, n), list(source.frames()))
-    return list(restored)
+    chunk = chunk or Chunk(0, n, 0, n)
+    read_next, skip_next, close = source.open_stream()
+    try:
+        frames = ForwardBuffer(read_next, skip_next).frames(chunk.ctx_start, chunk.ctx_stop)
+    finally:
+        close()
+    return list(upscaler.restore(chunk, frames))
 
 
 # ----------------------------------------------------------------------------- fidelity

@@ -13,13 +13,14 @@ from typing import Callable
 
 import torch
 
+from vsr_accel.core.speed_defaults import channels_last_clip
 from vsr_accel.infer.chunking import EDVR_TEST_PADDING, Chunk, window_positions
 
 Restore = Callable[[torch.Tensor], torch.Tensor]
 
 
 def restore_frames(net: torch.nn.Module, lq: torch.Tensor, chunk: Chunk, num_frames: int, device: torch.device, *,
-                   window: int | None, padding: str = EDVR_TEST_PADDING,
+                   window: int | None, padding: str = EDVR_TEST_PADDING, channels_last: bool = False,
                    apply: Callable[[Restore, torch.Tensor], torch.Tensor] = lambda fn, x: fn(x)) -> torch.Tensor:
     """Output frames [chunk.start, chunk.stop) of a `num_frames` video from `lq` (t, 3, h, w), its
     input frames [chunk.ctx_start, chunk.ctx_stop).
@@ -27,15 +28,21 @@ def restore_frames(net: torch.nn.Module, lq: torch.Tensor, chunk: Chunk, num_fra
     A recurrent model (`window=None`) reads all of `lq` and its context outputs are dropped; a
     sliding-window model reads the `window` frames around each output frame, padded at the
     video's ends like BasicSR's `generate_frame_indices`. `apply(fn, frames)` runs the network
-    call `fn` (its default runs it once; inference's `apply_tiled` runs it per tile and quantises)."""
+    call `fn` (its default runs it once; inference's `apply_tiled` runs it per tile and quantises).
+    `channels_last`: every frame goes in NHWC, as a channels_last network wants it (the trainer's
+    `channels_last_clip`)."""
+    def clip_of(part: torch.Tensor) -> torch.Tensor:
+        clip = part.unsqueeze(0).to(device)
+        return channels_last_clip(clip) if channels_last else clip
+
     if window is None:
         def run_clip(part: torch.Tensor) -> torch.Tensor:
-            out = net(part.unsqueeze(0).to(device))[0]
+            out = net(clip_of(part))[0]
             return out[chunk.offset: chunk.offset + chunk.size].float()
         return apply(run_clip, lq)
 
     def run_window(part: torch.Tensor) -> torch.Tensor:
-        return net(part.unsqueeze(0).to(device))[0].float()
+        return net(clip_of(part))[0].float()
     return torch.stack([apply(run_window, lq[local]) for local in window_positions(chunk, num_frames, window, padding)])
 
 
