@@ -1,6 +1,8 @@
 """Restoring frames with a network: the one chunk/window restore. Inference writes its frames
 with it (`vsr_accel.infer.inference`) and validation scores what it returns (`restore_clip`), so
-what training validates is what inference writes.
+what training validates is what inference writes: exactly with `infer.py --amp none
+--channels-last off`; inference's default autocast (bf16 on CPUs that run it natively) stays
+within the PSNR that benchmarks/bench_infer_speed.py reports.
 
 A recurrent network (`window=None`) reads all frames of a chunk and the outputs of its context
 frames are dropped; a sliding-window network (EDVR) reads `window` frames around each output
