@@ -40,8 +40,8 @@ from benchmarks.bench_infer_memory import TRAIN_FRAMES, bicubic_down, decode, fi
 from datasets.video_io import FrameFolder, open_source  # noqa: E402
 from vsr_accel.core.speed_defaults import SpeedSettings, resolve_speed  # noqa: E402
 from vsr_accel.infer.chunking import plan_chunks  # noqa: E402
-from vsr_accel.infer.inference import (DEFAULT_CHUNK, DEFAULT_CONTEXT, ModelSource, Upscaler, compare_frames,  # noqa: E402
-                                       load_model, psnr_uint8, run_chunks)
+from vsr_accel.infer.inference import (DEFAULT_CHUNK, DEFAULT_CONTEXT, ModelSource, Upscaler,  # noqa: E402
+                                       compare_frames, load_model, parse_network_args, psnr_uint8, run_chunks)
 
 # name -> infer.py's flags (--amp, --channels-last); the first is the baseline, the last infer.py's default
 CONFIGS = {
@@ -142,7 +142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from vsr_accel.infer.inference import parse_network_args
     spec = {"type": args.network, **parse_network_args(args.network_args)}
 
     report = Report(args.name, f"Inference speed switches ({args.network}, CPU)")
