@@ -511,7 +511,8 @@ def test_infer_runs_both_models_whole_and_chunked(tmp_path, network, spec):
     checkpoint = tmp_path / f"{network}.pth"
     torch.save({"params": net.state_dict()}, checkpoint)
     common = ["--checkpoint", str(checkpoint), "--network", network, "--network-args",
-              *(f"{k}={v}" for k, v in spec.items()), "--device", "cpu", "--no-progress"]
+              *(f"{k}={v}" for k, v in spec.items()), "--device", "cpu", "--no-progress",
+              "--amp", "none", "--channels-last", "off"]  # fp32, as the model's own call below
 
     # one chunk holding the whole clip: exactly the model's own output, quantised
     assert infer.main(["--input", str(lr_dir), "--output", str(tmp_path / "whole"), "--chunk", "5",
