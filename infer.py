@@ -1,7 +1,7 @@
 """Super-resolve a long video with bounded memory, on one device or clip-parallel across ranks.
 
-Recurrent models (BasicVSR, BasicVSR-M) read the whole clip in both directions, so feeding a
-long video at once makes memory grow with its length. We process it in temporal chunks of
+Recurrent models (BasicVSR, BasicVSR-M, IconVSR, BasicVSR++) read the whole clip in both directions, so
+feeding a long video at once makes memory grow with its length. We process it in temporal chunks of
 `--chunk` output frames, each fed with `--context` extra frames on both sides (clamped at the
 video's ends) whose outputs are discarded; peak memory then depends on chunk + 2*context and
 the frame size only. Sliding-window models (EDVR, EDVR-M) are chunked the same way, with the
@@ -27,12 +27,13 @@ Launch:
 
     # one process (CPU or one GPU); no torch.distributed call is made
     python infer.py --input clip.mp4 --output results/clip \\
-        --checkpoint experiments/demo_cpu/models/net_g_latest.pth \\
-        --network BasicVSR --network-args num_feat=64 num_block=15 --mp4 results/clip.mp4
+        --checkpoint experiments/demo_cpu/models/net_g_300.pth \\
+        --network BasicVSR --network-args num_feat=16 num_block=2 --mp4 results/clip.mp4
 
     # network from a BasicSR-style options file (its `network_g`; `path.pretrain_network_g`
-    # is used when --checkpoint is not given)
-    python infer.py -opt options/demo_cpu.yml --input frames/ --output results/clip
+    # is used when --checkpoint is not given): the demo's held-out clip, after `make demo`
+    python infer.py -opt options/demo_cpu.yml --checkpoint experiments/demo_cpu/models/net_g_300.pth \\
+        --input data/demo/val_sharp_bicubic/X4/000 --output results/demo_000
 
     # clip-parallel on R processes (GPUs, or CPU with gloo): rank r writes a contiguous
     # share of the chunks; output is identical to the one-process run
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=float, help="frame rate for --mp4 (default: the input video's, else 25)")
     parser.add_argument("--checkpoint", help="weights: BasicSR .pth (params_ema preferred, else params), "
                         "a bare state_dict, or a vsr-accel training state (<iter>.state)")
-    parser.add_argument("--network", help="network type: BasicVSR, BasicVSRM, EDVR, EDVRM")
+    parser.add_argument("--network", help=f"network type: {', '.join(models.NETWORKS)}")
     parser.add_argument("--network-args", nargs="*", metavar="KEY=VALUE",
                         help="network arguments as key=value items or one JSON object")
     parser.add_argument("-opt", "--opt", help="BasicSR-style options file: its network_g (and "

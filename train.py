@@ -4,7 +4,7 @@ Launch (the options file holds everything; `--set` overrides any key):
 
     python train.py -opt options/demo_cpu.yml                      # one device, no torch.distributed
     python -m torch.distributed.run --nproc_per_node=8 train.py -opt options/basicvsr_m_multigrid.yml
-    python -m torch.distributed.run --nproc_per_node=2 train.py -opt options/demo_cpu_multigrid.yml  # gloo on CPU
+    python -m torch.distributed.run --nproc_per_node=2 train.py -opt options/demo_cpu.yml  # gloo on CPU
     python train.py -opt options/basicvsr_m_multigrid.yml --plan [--json]   # print the curriculum, train nothing
     python train.py -opt X --auto_resume                             # continue from the newest good state
     python -m torch.distributed.run --standalone --nproc_per_node=8 --max-restarts=3 train.py -opt X --auto_resume

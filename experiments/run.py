@@ -354,7 +354,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tables", nargs="*", help="table names (table1, table8, ...), 'all', or definition .yml paths")
-    p.add_argument("--scale", default="cpu", help="paper | cpu (or a scale a custom definition declares)")
+    p.add_argument("--scale", default="cpu", help="paper | proxy | cpu (or a scale a custom definition declares)")
     p.add_argument("--list", action="store_true", help="list the built-in tables and exit")
     p.add_argument("--dry-run", action="store_true", help="list variants and resolved curricula; train nothing")
     p.add_argument("--verbose", action="store_true", help="with --dry-run: every variant's full --plan")

@@ -1,9 +1,9 @@
 """Evaluate a checkpoint: PSNR/SSIM per clip and on average, as tables and JSON.
 
     python scripts/evaluate.py -opt options/demo_cpu.yml --bicubic          # newest checkpoint of that run
-    python scripts/evaluate.py -opt options/basicvsr_reds.yml --checkpoint net_g_300000.pth --phase val
+    python scripts/evaluate.py -opt options/basicvsr_reds_baseline.yml --checkpoint net_g_300000.pth --phase val
     python scripts/evaluate.py -opt X --checkpoint BasicVSR_REDS4.pth --param-key params --save-frames out/
-    python scripts/evaluate.py -opt X --checkpoint W.pth --testsets datasets --bicubic   # the six-column table
+    python scripts/evaluate.py -opt X --checkpoint W.pth --testsets data --bicubic       # the six-column table
 
 One phase (`--phase`, default val) is scored with the options' protocol: `val.metrics.psnr.test_y_channel`
 and `crop_border`, `val.center_frame_only`, `val.flip_seq` (BasicSR's names). `--testsets ROOT` instead

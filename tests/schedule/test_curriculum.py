@@ -129,7 +129,7 @@ def test_schedule_rejects_non_contiguous_stages():
 
 
 @pytest.mark.parametrize("kwargs, fragments", [
-    (dict(kind="multgrid"), ["train.curriculum.kind", "'multigrid'"]),
+    (dict(kind="multgrid"), ["train.curriculum.type", "'multigrid'"]),
     (dict(kind="temporall"), ["did you mean 'temporal'"]),
     (dict(lr_crops=[30, 64], crop_multiple=4), ["train.curriculum.lr_crops", "30", "multiple of 4"]),
     (dict(crop_multiple=3), ["train.curriculum.lr_crops (derived from the baseline crop 64)", "multiple of 3"]),
@@ -153,9 +153,9 @@ def test_schedule_rejects_non_contiguous_stages():
     (dict(kind="spatial", stage_lrs=[-1e-4, None]), ["train.curriculum.stage_lrs", "-0.0001"]),
     (dict(kind="synchronous", lr_crops=[32, 64], frame_counts=[7, 11, 15]),
      ["train.curriculum.frame_counts", "3 entries", "lr_crops has 2"]),
-    (dict(kind="temporal", lr_crops=[32, 64]), ["train.curriculum.lr_crops", "kind 'temporal'"]),
-    (dict(kind="spatial", frame_counts=[7, 15]), ["train.curriculum.frame_counts", "kind 'spatial'"]),
-    (dict(kind="none", lr_crops=[32]), ["train.curriculum.lr_crops", "kind 'none'"]),
+    (dict(kind="temporal", lr_crops=[32, 64]), ["train.curriculum.lr_crops", "type 'temporal'"]),
+    (dict(kind="spatial", frame_counts=[7, 15]), ["train.curriculum.frame_counts", "type 'spatial'"]),
+    (dict(kind="none", lr_crops=[32]), ["train.curriculum.lr_crops", "type 'none'"]),
     (dict(total_iter=4), ["train.curriculum", "total_iter=4", "6"]),
     (dict(lr_crop=0), ["lr_crop", "positive integer", "0"]),
     (dict(batch_per_device=-2), ["batch_per_device", "-2"]),

@@ -163,10 +163,10 @@ def build_schedule(
     baseline_keys: tuple[str, str] | None = None,
 ) -> Schedule:
     """Build and validate a curriculum. `lr_crop` / `num_frames` / `batch_per_device` are the
-    baseline (largest) shape; the optional lists override the paper's defaults. Every user
-    mistake raises ConfigError naming `{key_prefix}.<option>`, or for a shape derived from the
-    baseline, the baseline's option (`baseline_keys`: the options the crop and the clip length
-    came from)."""
+    baseline (largest) shape; the optional lists override the paper's defaults (None keeps them; an
+    empty list is refused). Every user mistake raises ConfigError naming `{key_prefix}.<option>`,
+    or for a shape derived from the baseline, the baseline's option (`baseline_keys`: the options
+    the crop and the clip length came from)."""
     _check_kind(kind, key_prefix)
     _check_positive_int(total_iter, "total_iter")
     _check_positive_int(lr_crop, "lr_crop (baseline LR patch size)")
@@ -183,7 +183,7 @@ def build_schedule(
                                                      (lr_crops, frame_counts, stage_iters, stage_lrs, stage_batches))
     else:
         if stages is not None:
-            raise ConfigError(f"{key_prefix}.stages: only used by type 'custom' (kind is '{kind}')")
+            raise ConfigError(f"{key_prefix}.stages: only used by type 'custom' (type is '{kind}')")
         shapes = _stage_shapes(kind, lr_crop, num_frames, lr_crops, frame_counts, crop_multiple, key_prefix)
         count = len(shapes)
         iters = _stage_lengths(total_iter, count, stage_iters, key_prefix)
@@ -280,11 +280,11 @@ def _increasing(values: list[int]) -> list[int]:
 def _stage_shapes(kind: str, lr_crop: int, num_frames: int, lr_crops: list[int] | None,
                   frame_counts: list[int] | None, crop_multiple: int, key_prefix: str) -> list[tuple[int, int]]:
     if kind in ("temporal", "none") and lr_crops is not None:
-        raise ConfigError(f"{key_prefix}.lr_crops: not used by kind '{kind}' (crop stays {lr_crop}); "
-                          "remove it or pick kind 'spatial', 'synchronous' or 'multigrid'")
+        raise ConfigError(f"{key_prefix}.lr_crops: not used by type '{kind}' (crop stays {lr_crop}); "
+                          "remove it or pick type 'spatial', 'synchronous' or 'multigrid'")
     if kind in ("spatial", "none") and frame_counts is not None:
-        raise ConfigError(f"{key_prefix}.frame_counts: not used by kind '{kind}' (clip length stays "
-                          f"{num_frames}); remove it or pick kind 'temporal', 'synchronous' or 'multigrid'")
+        raise ConfigError(f"{key_prefix}.frame_counts: not used by type '{kind}' (clip length stays "
+                          f"{num_frames}); remove it or pick type 'temporal', 'synchronous' or 'multigrid'")
     if kind == "none":
         return [(lr_crop, num_frames)]
     crops = lr_crops if lr_crops is not None else default_lr_crops(lr_crop)
@@ -396,7 +396,7 @@ def _check_kind(kind: str, key_prefix: str) -> None:
         return
     close = closest(str(kind), KINDS)
     hint = f"; did you mean '{close}'?" if close else ""
-    raise ConfigError(f"{key_prefix}.kind: unknown curriculum '{kind}'{hint} (choose from {', '.join(KINDS)})")
+    raise ConfigError(f"{key_prefix}.type: unknown curriculum '{kind}'{hint} (choose from {', '.join(KINDS)})")
 
 
 def _check_positive_int(value: object, name: str) -> None:

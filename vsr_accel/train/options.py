@@ -82,8 +82,8 @@ class StageOptions:
 
 @dataclass(frozen=True)
 class CurriculumOptions:
-    """See `vsr_accel.schedule.curriculum.build_schedule`. Empty lists mean the paper's defaults; `stages`
-    is the explicit list of type `custom`."""
+    """See `vsr_accel.schedule.curriculum.build_schedule`. A list left out (or `~`) means the paper's
+    defaults; an empty list is refused. `stages` is the explicit list of type `custom`."""
     type: str = "none"
     lr_crops: tuple[int, ...] | None = None
     frame_counts: tuple[int, ...] | None = None
