@@ -28,7 +28,7 @@ Launch:
     # one process (CPU or one GPU); no torch.distributed call is made
     python infer.py --input clip.mp4 --output results/clip \\
         --checkpoint experiments/demo_cpu/models/net_g_300.pth \\
-        --network BasicVSR --network-args num_feat=16 num_block=2 --mp4 results/clip.mp4
+        --network BasicVSR --network-args num_feat=16 num_block=2 upsample_feat=16 --mp4 results/clip.mp4
 
     # network from a BasicSR-style options file (its `network_g`; `path.pretrain_network_g`
     # is used when --checkpoint is not given): the demo's held-out clip, after `make demo`
