@@ -77,6 +77,7 @@ EXTERNAL = {  # paths of other projects, named on purpose -> whose
     "scripts/data_preparation/create_lmdb.py": "BasicSR's",
 }
 PENDING_FLAGS: dict[str, set[str]] = {  # entry point -> flags documented ahead of their branch
+    "infer.py": {"--start", "--frames", "--amp", "--channels-last"},  # branch inferpaths
 }
 
 ENTRY_MODULES = ("experiments.run",)
