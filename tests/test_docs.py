@@ -76,9 +76,7 @@ GENERATED = {  # other outputs -> the script that writes them
 EXTERNAL = {  # paths of other projects, named on purpose -> whose
     "scripts/data_preparation/create_lmdb.py": "BasicSR's",
 }
-PENDING_FLAGS: dict[str, set[str]] = {  # entry point -> flags documented ahead of their branch
-    "infer.py": {"--start", "--frames", "--amp", "--channels-last"},  # branch inferpaths
-}
+PENDING_FLAGS: dict[str, set[str]] = {}  # entry point -> flags documented ahead of their branch
 
 ENTRY_MODULES = ("experiments.run",)
 PLACEHOLDER = re.compile(r"[<>*$]|\.\.\.")
