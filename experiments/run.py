@@ -126,13 +126,16 @@ def build_row(runs: Sequence[ResolvedVariant], results: dict[Path, RunResult | N
 
 def propagation_summary(probes: Sequence[dict | None]) -> dict[str, float | None]:
     """The seeds' probes as one row: the smallest propagation gap (the worst seed), the mean
-    flow and the largest flow; all None unless every finished seed was probed."""
+    flow and the largest flow, the mean PSNR gain of restoring whole over frame by frame; all None
+    unless every finished seed was probed (each of flow and gain: unless every seed measured it)."""
     if not probes or any(p is None for p in probes):
         return {}
     flows = [p["flow_mean_px"] for p in probes if p.get("flow_mean_px") is not None]
+    gains = [p["psnr_gain_vs_per_frame"] for p in probes if p.get("psnr_gain_vs_per_frame") is not None]
     return {"propagation_gap": min(p["max_abs_diff_vs_per_frame"] for p in probes),
             "flow_mean_px": sum(flows) / len(flows) if len(flows) == len(probes) else None,
-            "flow_max_px": max(p["flow_max_px"] for p in probes) if len(flows) == len(probes) else None}
+            "flow_max_px": max(p["flow_max_px"] for p in probes) if len(flows) == len(probes) else None,
+            "propagation_gain_db": sum(gains) / len(gains) if len(gains) == len(probes) else None}
 
 
 def table_rows(table: TableSpec, sections: Expanded, logs: Path, failed: dict[Path, str]

@@ -58,10 +58,12 @@ class Row:
     status: str = "done"  # done | failed | partial | not run | not evaluated | "1 of 2 seeds"
     paper: dict = field(default_factory=dict)  # the paper's speedup / psnr / ssim for this row
     # the propagation probe of the final weights on the held-out clip (vsr_accel.train.health), over the
-    # finished seeds: the smallest max |whole - frame by frame|, the mean and the largest |flow|
+    # finished seeds: the smallest max |whole - frame by frame|, the mean and the largest |flow|, and the
+    # mean PSNR gain of restoring the clip whole over restoring it frame by frame (what propagation is worth)
     propagation_gap: float | None = None
     flow_mean_px: float | None = None
     flow_max_px: float | None = None
+    propagation_gain_db: float | None = None
 
     @property
     def spread(self) -> float | None:
@@ -205,12 +207,14 @@ def spread_line(spread: Spread) -> str:
 
 
 def propagation_cell(row: Row) -> str:
-    """'2.1e-01 / 0.31 / 4.2': the network's output depends on its neighbours (a gap of 0 means it
-    restores frames alone) and its flow stays within the footage's motion."""
+    """'2.1e-01 / 0.31 / 4.2 / +0.02': the network's output depends on its neighbours (a gap of 0 means
+    it restores frames alone), its flow stays within the footage's motion, and what its neighbours are
+    worth in dB (absent for runs probed before the probe measured it)."""
     if row.propagation_gap is None:
         return "—"
     flow = f" / {row.flow_mean_px:.2f} / {row.flow_max_px:.1f}" if row.flow_mean_px is not None else ""
-    return f"{row.propagation_gap:.1e}{flow}"
+    gain = f" / {row.propagation_gain_db:+.2f}" if row.propagation_gain_db is not None else ""
+    return f"{row.propagation_gap:.1e}{flow}{gain}"
 
 
 def section_markdown(title: str, rows: Sequence[Row], baseline: str) -> str:
@@ -223,7 +227,7 @@ def section_markdown(title: str, rows: Sequence[Row], baseline: str) -> str:
              "train time excl. data loading (s) | train time incl. data loading (s) | "
              "speedup vs baseline, excl. / incl. data loading (measured) | "
              "multi-device speedup (projected)† | PSNR (dB) | Δ PSNR vs baseline | SSIM | "
-             "propagation: max |Δ| vs per-frame / flow mean / max (px)§ | paper: speedup / PSNR / SSIM |",
+             "propagation: max |Δ| vs per-frame / flow mean / max (px) / gain (dB)§ | paper: speedup / PSNR / SSIM |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         s = speed[row.variant]
@@ -288,7 +292,9 @@ FOOTNOTES = """\
   `vsr_accel.train.health`): the largest difference between the clip restored whole and frame by frame
   (0 means the recurrent network restores every frame alone: its propagation is dead), then the
   flow network's mean and largest |flow| in LR pixels between consecutive frames, to be read
-  against the footage's own motion. Over seeds: the smallest difference, the mean and the largest flow.
+  against the footage's own motion, then the PSNR of the clip restored whole minus restored frame by
+  frame (what the neighbouring frames are worth). Over seeds: the smallest difference, the mean and the
+  largest flow, the mean gain.
 - **equal-iteration speedup**: a curriculum variant vs the variant with the same minibatch, iterations
   and LR rules but a fixed shape. The FLOP bound is `Schedule.compute_ratio()` (`train.py --plan`:
   work per iteration taken as batch × crop² × frames); a measured ratio below it shows the per-step
@@ -321,7 +327,7 @@ CSV_COLUMNS = ("section", "id", "variant", "label", "status", "minibatch", "worl
                "speedup_equal_iters_measured", "speedup_equal_iters_measured_incl_data", "flop_bound", "psnr",
                "ssim", "seeds", "psnr_seeds", "psnr_seed_spread", "section_seed_spread", "delta_psnr_vs_baseline",
                "delta_exceeds_seed_spread", "propagation_max_abs_diff_vs_per_frame", "flow_mean_px", "flow_max_px",
-               "paper_speedup", "paper_psnr", "paper_ssim")
+               "propagation_psnr_gain_db", "paper_speedup", "paper_psnr", "paper_ssim")
 
 
 def csv_text(header: Sequence[str], sections: Sequence[tuple[str, Sequence[Row], str]]) -> str:
@@ -351,7 +357,7 @@ def csv_text(header: Sequence[str], sections: Sequence[tuple[str, Sequence[Row],
                 _raw(s.equal_iters), _raw(s.equal_iters_incl_data), _raw(row.flop_bound), _raw(row.psnr),
                 _raw(row.ssim), " ".join(map(str, row.seeds)), " ".join(repr(p) for p in row.psnr_seeds),
                 _raw(row.spread), _raw(spread.value), _raw(delta), "" if exceeds is None else int(exceeds),
-                _raw(row.propagation_gap), _raw(row.flow_mean_px), _raw(row.flow_max_px),
+                _raw(row.propagation_gap), _raw(row.flow_mean_px), _raw(row.flow_max_px), _raw(row.propagation_gain_db),
                 _raw(row.paper.get("speedup")), _raw(row.paper.get("psnr")), _raw(row.paper.get("ssim")),
             ])
     return buffer.getvalue()

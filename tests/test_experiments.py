@@ -512,3 +512,22 @@ def test_report_only_keeps_an_earlier_table_until_a_run_of_the_new_definition_fi
     (folder / "smoke.md").unlink()  # with no earlier table, the empty one is written
     assert runner.main(args) == 0
     assert "baseline **(not run)**" in (folder / "smoke.md").read_text()
+
+
+ROW_FIELDS = dict(section="s", variant="v", row_id="a", label="v", minibatch=4, world_size=1, curriculum="none: 64&7",
+                  iterations=720)
+
+
+def test_propagation_column_summarises_the_seeds_probes_with_the_gain_of_restoring_whole():
+    probes = [{"max_abs_diff_vs_per_frame": 0.06, "flow_mean_px": 0.2, "flow_max_px": 9.0, "psnr_gain_vs_per_frame": 0.01},
+              {"max_abs_diff_vs_per_frame": 0.04, "flow_mean_px": 0.4, "flow_max_px": 14.0, "psnr_gain_vs_per_frame": 0.03}]
+    summary_ = runner.propagation_summary(probes)
+    assert summary_ == pytest.approx({"propagation_gap": 0.04, "flow_mean_px": 0.3, "flow_max_px": 14.0,
+                                      "propagation_gain_db": 0.02})
+    row = tables.Row(**ROW_FIELDS, **summary_)
+    assert tables.propagation_cell(row) == "4.0e-02 / 0.30 / 14.0 / +0.02"
+    # a seed probed before the probe measured the gain: no mean over the others, the rest stays
+    older = runner.propagation_summary([probes[0], {k: v for k, v in probes[1].items() if k != "psnr_gain_vs_per_frame"}])
+    assert older["propagation_gain_db"] is None and older["propagation_gap"] == 0.04
+    assert tables.propagation_cell(tables.Row(**ROW_FIELDS, **older)) == \
+        "4.0e-02 / 0.30 / 14.0"
