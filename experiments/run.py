@@ -58,7 +58,7 @@ from experiments.launch import (Runner, RunnerLog, eval_command, evaluate_in_pro
                                 run_status, total_train_wall, train_command, train_in_process)
 from experiments.records import RunResult, result_from_logs, result_from_run, write_result
 from experiments.resolve import ResolvedVariant, SweepSettings, expand, resolve_variant  # noqa: F401
-from vsr_accel.core.errors import ConfigError, VSRError
+from vsr_accel.core.errors import ConfigError, report_interrupt
 from vsr_accel.schedule.plan import format_plan
 
 
@@ -392,15 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate_like_ctrl_c) if in_main_thread else None
     try:
-        return run(args, argv)
-    except VSRError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished variants are kept; run the same command again to continue", file=sys.stderr)
-        return 130
+        return report_interrupt(lambda: run(args, argv), args.debug,
+                                lambda: "interrupted: finished variants are kept; run the same command again to continue")
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

