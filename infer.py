@@ -66,6 +66,7 @@ from vsr_accel.core.speed_defaults import AMP_CHOICES, SpeedSettings, resolve_sp
 from vsr_accel.infer.chunking import EDVR_TEST_PADDING, PADDING_MODES, Chunk, plan_chunks, rank_share
 from vsr_accel.infer.inference import (DEFAULT_CHUNK, DEFAULT_CONTEXT, Upscaler, compare_frames, load_model,
                                        resolve_model_source, restore_whole, run_chunks)
+from vsr_accel.core.cli import ArgumentParser
 
 CHANNELS_LAST = {"auto": None, "on": True, "off": False}  # -> train.channels_last's ~ / true / false
 
@@ -94,7 +95,7 @@ def format_comparison(result: dict[str, float]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="video file (anything OpenCV decodes) or folder of frames")
     parser.add_argument("--output", required=True, help="folder for the restored frames (%%08d.png by frame index)")
     parser.add_argument("--mp4", help="also encode the restored frames into this mp4 (after all frames exist)")

@@ -28,6 +28,7 @@ import torch
 
 from vsr_accel.core import test_hooks
 from vsr_accel.core.checkpoint import STATE_NAME
+from vsr_accel.core.cli import ArgumentParser, resume_command
 from vsr_accel.core.distributed import DistContext, all_reduce_mean_, barrier, init_distributed, shutdown, wrap_ddp
 from vsr_accel.core.errors import ConfigError, run_guarded
 from vsr_accel.core.rng import seed_everything
@@ -54,7 +55,7 @@ from datasets.video_io import save_restored_clip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-opt", "--opt", required=True, help="options YAML (BasicSR layout)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override an option, e.g. --set train.total_iter=1000 (repeatable)")
@@ -70,7 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     p.add_argument("--launcher", default="none", help="accepted for BasicSR compatibility; torchrun decides")
     p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the resume command a stop prints
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
         shutdown(ctx)
 
 
+def script_path() -> str:
+    """This script as a user in the current folder would type it (for the resume command)."""
+    relative = os.path.relpath(__file__)
+    return __file__ if relative.startswith("..") else relative
+
+
 def check_launch(opt: Options, world_size: int, device: str | None) -> str | None:
     """BasicSR's launch keys, each checked against what torchrun started: `is_train`,
     `model_type` (against the network), `num_gpu` (auto, 0 = CPU, or the number of processes:
@@ -100,6 +109,7 @@ def check_launch(opt: Options, world_size: int, device: str | None) -> str | Non
     if not opt.is_train:
         raise ConfigError(f"{opt.source}: 'is_train' is false, which is for test options; train.py trains")
     models.check_model_type(opt.model_type, opt.network_g)
+    models.check_scale(opt.scale, opt.network_g, where=f"{opt.source}: ")  # before any data is read
     if opt.num_gpu == 0:
         return device or "cpu"
     if opt.num_gpu != "auto" and opt.num_gpu != world_size:
@@ -149,8 +159,9 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(opt.manual_seed, ctx.rank)
     speed = builders.speed_settings(opt.train, ctx.device)
+    untrained: list[str] = []  # parts without pretrained weights: news only if this run does not resume
     model = models.load_network(opt.network_g, opt.path.pretrain_network_g, param_key=opt.path.param_key_g,
-                                strict=opt.path.strict_load_g)
+                                strict=opt.path.strict_load_g, on_untrained=untrained.append)
     model = builders.prepare_model(model.to(ctx.device), opt.train, speed, network=opt.network_g["type"],
                                    source=opt.source)
     train_set = datasets.build_dataset(opt.dataset_kwargs("train"), phase="train")
@@ -166,15 +177,24 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
 
     # resume; every input is checked before the run folder is touched, so a bad start harms no earlier run
     record = RunRecord.of(opt.to_dict(), opt.results_hash(), schedule, opt.train.grad_accum)
-    checkpoints = CheckpointClient(dirs, record, ctx, opt.logger.keep_last)
+    checkpoints = CheckpointClient(dirs, record, ctx, opt.logger.keep_last, is_regular=lambda it: (
+        it % opt.logger.save_checkpoint_freq == 0 or it == schedule.total_iter))
     found = checkpoints.find(opt.path.resume_state, args.auto_resume)
     if found is not None:
         checkpoints.check_compatible(found, args.force_resume)
         checkpoints.restore(found, live)
     start_iter = found.iteration if found else 0
+    for note in untrained if found is None and ctx.is_main else ():
+        print(f"note: {note}", flush=True)
+    if found is not None and start_iter >= schedule.total_iter:  # finished: say so, write nothing into it
+        if ctx.is_main:
+            print(f"nothing to do: {dirs.root} is finished ({found.path} is iteration {start_iter} of "
+                  f"{schedule.total_iter}); to train again into a new folder, change 'name' (--set name=...) or "
+                  f"leave out --auto_resume (the finished run is then moved aside)")
+        return 0
     if ctx.is_main:
         require_wandb(opt.logger.wandb.project, opt.source)
-    batches = iter(builders.build_loader(opt, train_set, sampler, ctx) if start_iter < schedule.total_iter else ())
+    batches = iter(builders.build_loader(opt, train_set, sampler, ctx))
     with workers_stopped(batches):
         first = next(batches, None)  # the first batch is read (and checked) before the run folder is touched
         stale = checkpoints.prepare_dir(resuming=args.auto_resume or found is not None, options=opt.to_dict())
@@ -195,15 +215,16 @@ def train(opt: Options, args: argparse.Namespace, ctx: DistContext) -> int:
                      f"iterations, {len(schedule.stages)} stage(s), compute ratio {schedule.compute_ratio():.2f}x")
             meter = TrainMeter(ctx.device, found.clocks if found else Clocks())
             return loop(opt, ctx, schedule, lr_schedule, step, live, checkpoints, log, meter,
-                        itertools.chain([first], batches), val_sets, start_iter)
+                        itertools.chain([first], batches), val_sets, start_iter, resume_command(script_path(), args.argv))
         finally:
             log.close()
 
 
 def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep, live: LiveObjects,
          checkpoints: CheckpointClient, log: RunLogger, meter: TrainMeter, batches, val_sets: dict,
-         start_iter: int) -> int:
-    """Iterations start_iter .. total_iter: one optimizer step per `grad_accum` batches."""
+         start_iter: int, resume: str) -> int:
+    """Iterations start_iter .. total_iter: one optimizer step per `grad_accum` batches; a stop
+    prints `resume`, the command that continues the run."""
     model, total, accum = step.model, schedule.total_iter, opt.train.grad_accum
     validating = bool(builders.validation_phases(opt))  # the same on every rank; rank 0 holds the sets
     freeze = FreezePlan(fix_flow=opt.train.fix_flow, tsa_iter=opt.train.tsa_iter)
@@ -248,8 +269,8 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
                 flow = health.flow(model, lq)
                 log_interval(log, meter, done, total, step.optimizer.param_groups[0]["lr"], stage, ctx, flow)
                 health.check_flow(flow, done, describe_stage(stage))
-            if save_now or stop_now:
-                checkpoints.save(live, done, meter.clocks)
+            if save_now or stop_now:  # a stop between regular saves never prunes one of them (logger.keep_last)
+                checkpoints.save(live, done, meter.clocks, regular=save_now)
             scored = step.ema.model if step.ema else model  # what validation scores
             for phase, (name, val_set) in val_sets.items() if val_now else ():  # rank 0; the others wait
                 scores = validate(scored, name, val_set, opt, ctx.device, done, checkpoints.dirs.root / "visualization")
@@ -262,8 +283,7 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
             if stop_now and done < total:
                 saved = checkpoints.dirs.states / STATE_NAME.format(iter=done)
                 log.info(f"stopped by {stop.requested or 'a signal on another rank'} at iteration {done}; checkpoint "
-                         f"{saved} saved; resume with the same command plus --auto_resume (python train.py -opt "
-                         f"{opt.source} --auto_resume)")
+                         f"{saved} saved; resume with: {resume}")
                 return 0
             meter.start()
     log.info(f"done: {total} iterations in {meter.wall_seconds:.1f} s of training ({meter.train_seconds:.1f} s "

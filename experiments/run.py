@@ -60,6 +60,7 @@ from experiments.records import RunResult, result_from_logs, result_from_run, wr
 from experiments.resolve import ResolvedVariant, SweepSettings, expand, resolve_variant  # noqa: F401
 from vsr_accel.core.errors import ConfigError, report_interrupt
 from vsr_accel.schedule.plan import format_plan
+from vsr_accel.core.cli import ArgumentParser
 
 
 
@@ -354,7 +355,7 @@ def unique_runs(expanded: Sequence[tuple[TableSpec, list[tuple[SectionSpec, list
 # command line
 # ============================================================================================
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__,
+    p = ArgumentParser(prog="python -m experiments.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tables", nargs="*", help="table names (table1, table8, ...), 'all', or definition .yml paths")
     p.add_argument("--scale", default="cpu", help="paper | proxy | cpu (or a scale a custom definition declares)")

@@ -24,11 +24,12 @@ from models.basicvsrpp import BasicVSRPlusPlus
 from models.convert import to_basicsr_keys
 from models.edvr import EDVR, EDVR_M_DEFAULTS
 from models.iconvsr import IconVSR
+from models.arch_util import UntrainedPartWarning
 from models.loading import input_window, load_network, output_layer
 from vsr_accel.core.checks import closest, is_int
 from vsr_accel.core.errors import ConfigError
 
-__all__ = ["build_network", "load_network", "input_window", "output_layer", "network_arguments", "is_recurrent",
+__all__ = ["build_network", "load_network", "UntrainedPartWarning", "input_window", "output_layer", "network_arguments", "is_recurrent",
            "is_recurrent_type", "required_multiple", "to_basicsr_keys", "check_model_type", "upscale_factor", "check_scale",
            "NETWORKS", "BasicVSR", "BasicVSRPlusPlus", "EDVR", "IconVSR"]
 
@@ -207,14 +208,14 @@ def upscale_factor(network: str | Mapping[str, Any]) -> int:
     return 1 if entry.hr_input({**entry.defaults, **spec}) else entry.upscale
 
 
-def check_scale(scale: Any, network: str | Mapping[str, Any], key: str = "scale") -> None:
+def check_scale(scale: Any, network: str | Mapping[str, Any], key: str = "scale", where: str = "") -> None:
     """The options' `scale` must be the network's factor (`upscale_factor`): a mismatch is named
     before any data is read, instead of a size error (or a traceback) in the first step."""
     factor = upscale_factor(network)
     if scale != factor:
         name = network if isinstance(network, str) else network.get("type")
         how = "keeps the input size with these arguments" if factor == 1 else f"upsamples x{factor}"
-        raise ConfigError(f"{key}: {scale!r}, but network_g.type {name} {how} (set {key}: {factor}, and give "
+        raise ConfigError(f"{where}{key}: {scale!r}, but network_g.type {name} {how} (set {key}: {factor}, and give "
                           f"dataroot_lq frames 1/{factor} of the GT size)")
 
 

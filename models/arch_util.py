@@ -18,6 +18,13 @@ from torch.utils.checkpoint import checkpoint
 _LOG = logging.getLogger(__name__)
 
 
+class UntrainedPartWarning(UserWarning):
+    """A part of a network (SpyNet, IconVSR's EDVR extractor) starts untrained because no
+    pretrained file is given. It matters only when no trained weights of the whole network are
+    loaded next, which the network cannot know: `models.load_network` silences it when it loads a
+    checkpoint, and lets a trainer report it as one line once it knows it will not resume."""
+
+
 def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
     """A float32 region inside autocast. Devices without autocast (the meta device, on which
     benchmarks count FLOPs) get a no-op: there is nothing to switch off."""

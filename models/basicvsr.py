@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.arch_util import (RecomputesActivations, ResidualBlockNoBN, flow_warp, make_layer, require,
-                              scaled_kaiming_init)
+from models.arch_util import (RecomputesActivations, ResidualBlockNoBN, UntrainedPartWarning, flow_warp, make_layer,
+                              require, scaled_kaiming_init)
 from models.spynet import SpyNet
 
 # BasicVSR-M. The paper (Lin et al.) trains a "medium" BasicVSR but gives no sizes, and it
@@ -96,8 +96,8 @@ class BasicVSR(RecomputesActivations, nn.Module):
         if not spynet_path:
             warnings.warn(
                 "BasicVSR: spynet_path is not set, so SpyNet starts at zero flow and optical flow "
-                "is learned from scratch (ignore this if a trained BasicVSR checkpoint is loaded next)",
-                stacklevel=2)
+                "is learned from scratch",
+                UntrainedPartWarning, stacklevel=2)
         self.spynet = SpyNet(spynet_path)
 
         self.backward_trunk = ConvResidualBlocks(num_feat + 3, num_feat, num_block)

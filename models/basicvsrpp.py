@@ -30,7 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.arch_util import RecomputesActivations, autocast_off, flow_warp, modulated_deform_conv, require
+from models.arch_util import (RecomputesActivations, UntrainedPartWarning, autocast_off, flow_warp,
+                              modulated_deform_conv, require)
 from models.basicvsr import ConvResidualBlocks
 from models.spynet import SpyNet, clip_flows
 
@@ -155,8 +156,8 @@ class BasicVSRPlusPlus(RecomputesActivations, nn.Module):
         if not spynet_path:
             warnings.warn(
                 "BasicVSRPlusPlus: spynet_path is not set, so SpyNet starts at zero flow and optical flow "
-                "is learned from scratch (ignore this if a trained BasicVSR++ checkpoint is loaded next)",
-                stacklevel=2)
+                "is learned from scratch",
+                UntrainedPartWarning, stacklevel=2)
         self.spynet = SpyNet(spynet_path)
 
         if is_low_res_input:

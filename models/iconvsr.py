@@ -35,7 +35,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.arch_util import RecomputesActivations, ResidualBlockNoBN, flow_warp, is_frozen, make_layer, require
+from models.arch_util import (RecomputesActivations, ResidualBlockNoBN, UntrainedPartWarning, flow_warp, is_frozen,
+                              make_layer, require)
 from models.basicvsr import ConvResidualBlocks
 from models.edvr import PCDAlignment, TSAFusion, align_to_reference, feature_pyramid
 from models.spynet import SpyNet, clip_flows
@@ -155,8 +156,8 @@ class IconVSR(RecomputesActivations, nn.Module):
         for name, path, what in (("spynet_path", spynet_path, "SpyNet starts at zero flow and optical flow"),
                                  ("edvr_path", edvr_path, "the keyframe extractor (EDVR)")):
             if not path:
-                warnings.warn(f"IconVSR: {name} is not set, so {what} is learned from scratch "
-                              "(ignore this if a trained IconVSR checkpoint is loaded next)", stacklevel=2)
+                warnings.warn(f"IconVSR: {name} is not set, so {what} is learned from scratch",
+                              UntrainedPartWarning, stacklevel=2)
         self.edvr = EDVRFeatureExtractor(2 * temporal_padding + 1, num_feat, edvr_path)
         self.spynet = SpyNet(spynet_path)
 

@@ -8,33 +8,50 @@ state, always weights-only.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 import models  # the registry (build_network, is_recurrent); used at call time, after the package has loaded
+from models.arch_util import UntrainedPartWarning
 from models.convert import to_basicsr_keys
 from vsr_accel.core.checkpoint import load_weights_strict, read_network_weights
 
 
 def load_network(spec: Mapping[str, Any], checkpoint: str | Path | None = None, *, param_key: str | None = None,
-                 strict: bool = True, key: str = "network_g") -> nn.Module:
+                 strict: bool = True, key: str = "network_g",
+                 on_untrained: Callable[[str], None] | None = None) -> nn.Module:
     """`spec`'s network, with the weights of `checkpoint` when one is given (`param_key`: which
     entry of the file, None for `params_ema`, else `params`, else MMagic's `state_dict`). The
     weights are read first, so a bad file is reported before a network (or its SpyNet file) is
-    built. `strict=False` is BasicSR's `strict_load_g: false`: keys that do not fit are skipped."""
+    built. `strict=False` is BasicSR's `strict_load_g: false`: keys that do not fit are skipped.
+    A part that starts untrained (SpyNet without `spynet_path`) is said in one plain line
+    (`on_untrained`, default: a note on stderr) only when no checkpoint is loaded over it."""
     state = None
     if checkpoint is not None:
         state = to_basicsr_keys(spec.get("type"), read_network_weights(checkpoint, param_key))
-    net = models.build_network(spec, key)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UntrainedPartWarning)
+        net = models.build_network(spec, key)
+    for warning in caught:  # an untrained part is news only without a checkpoint; the rest passes through
+        if not issubclass(warning.category, UntrainedPartWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        elif state is None:
+            (on_untrained or _print_note)(str(warning.message))
     if state is not None:
         if strict:
             load_weights_strict(net, state, str(checkpoint))
         else:
             net.load_state_dict(state, strict=False)
     return net
+
+
+def _print_note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 def input_window(net: nn.Module) -> int | None:

@@ -39,6 +39,7 @@ from datasets.io import (LMDB_META_NAME, LmdbWriter, human_size, lmdb_state, pro
                          read_lmdb_meta)
 from datasets.meta_info import frame_items, vimeo_items  # noqa: E402,F401  (listing shared with create_raw_store)
 from vsr_accel.core.errors import DataError, VSRError, report_interrupt  # noqa: E402
+from vsr_accel.core.cli import ArgumentParser  # noqa: E402
 
 COMMIT_EVERY = 5000  # images per LMDB transaction (fewer when they add up to 256 MB): what an interrupt loses
 
@@ -135,7 +136,7 @@ def build(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, type=Path, help="folder of frames (GT or LR)")
     parser.add_argument("--output", required=True, type=Path,
                         help="LMDB folder to create or resume, ending with .lmdb")

@@ -46,6 +46,7 @@ from datasets.meta_info import frame_files, read_clip_meta  # noqa: E402
 from datasets.raw_store import (RawClip, RawFrames, RawStoreWriter, bgr_to_planar_rgb, clip_data_path,  # noqa: E402
                                 map_clip_file, read_meta, store_state, verify_checksums)
 from vsr_accel.core.errors import DataError, report_interrupt  # noqa: E402
+from vsr_accel.core.cli import ArgumentParser  # noqa: E402
 
 DEFAULT_VERIFY = 64
 
@@ -275,7 +276,7 @@ def _close(bar) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, type=Path, help="frame folder tree, or a BasicSR LMDB folder")
     parser.add_argument("--output", required=True, type=Path, help="store folder to create or resume (e.g. X.raw)")
     parser.add_argument("--list", type=Path, default=None,

@@ -42,6 +42,7 @@ from vsr_accel.core.fsio import atomic_write_text  # noqa: E402
 from vsr_accel.eval.probes import ProbeResult, probe  # noqa: E402
 from vsr_accel.train.options import Options, load_options  # noqa: E402
 from vsr_accel.train.run_state import RunDirs  # noqa: E402
+from vsr_accel.core.cli import ArgumentParser  # noqa: E402
 
 
 def matlab_bicubic(lq: torch.Tensor, scale: int) -> torch.Tensor:
@@ -66,7 +67,7 @@ def save_frames(folder: Path, clip: str, sr: torch.Tensor, names: list[str]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-opt", "--opt", required=True)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--checkpoint", default=None, help="weights file (default: newest of the run): BasicSR .pth, "
@@ -109,6 +110,7 @@ def phase_protocol(opt: Options) -> Protocol:
 
 def run(args: argparse.Namespace) -> int:
     opt = load_options(args.opt, args.overrides)
+    models.check_scale(opt.scale, opt.network_g, where=f"{opt.source}: ")  # before any data is read
     device = pick_device(0, args.device)
     if args.only and not args.testsets:
         raise ConfigError("--only selects among --testsets; give --testsets ROOT too")

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 
 from vsr_accel.core.errors import DataError, report_user_errors  # noqa: E402
 from vsr_accel.core.fsio import atomic_write_text  # noqa: E402
+from vsr_accel.core.cli import ArgumentParser  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -61,7 +62,7 @@ def folder_motion(root: Path) -> dict[str, dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lq", type=Path, action="append", required=True, metavar="FOLDER",
                    help="a folder of LR clip folders (repeatable)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")

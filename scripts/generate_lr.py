@@ -36,6 +36,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 from datasets.degradations import (BD_SIGMA, bd_downsample_uint8, bd_kernel_size,  # noqa: E402
                                    bicubic_downsample_uint8, write_lr_tree)
 from vsr_accel.core.errors import VSRError  # noqa: E402
+from vsr_accel.core.cli import ArgumentParser  # noqa: E402
 
 KINDS = ("bi", "bd")
 
@@ -54,7 +55,7 @@ def generate_lr_tree(input_root: Path, output_root: Path, kind: str, scale: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kind", required=True, choices=KINDS,
                         help="bi: MATLAB bicubic; bd: Gaussian blur + subsampling")
     parser.add_argument("--input", required=True, type=Path, help="GT frame folder (searched recursively)")

@@ -56,6 +56,7 @@ from datasets.matlab_resize import imresize_uint8  # noqa: E402
 from datasets.meta_info import ClipInfo, format_clip_meta  # noqa: E402
 from datasets.transforms import mod_crop  # noqa: E402
 from vsr_accel.core.errors import DataError, VSRError  # noqa: E402
+from vsr_accel.core.cli import ArgumentParser  # noqa: E402
 
 FORMAT_VERSION = 2  # bump when the layout or the processing changes, to force a rebuild
 MARKER = ".demo_data.json"
@@ -209,7 +210,7 @@ def summary(out: Path, clips: list[DemoClip]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
                         help="demo (default: 3 videos at 320 px wide) or proxy (bigbuckbunny and bikes at 640 px "
                              "wide, for the paper's 32/64-px LR crops); the options below override it")

@@ -55,6 +55,7 @@ from models.spynet import SpyNet, pyramid_levels  # noqa: E402
 from vsr_accel.core.checkpoint import atomic_save, read_training_state  # noqa: E402
 from vsr_accel.core.errors import CheckpointError, report_user_errors  # noqa: E402
 from vsr_accel.core.fsio import atomic_write_text  # noqa: E402
+from vsr_accel.core.cli import ArgumentParser  # noqa: E402
 
 DEFAULT_OUT = Path("data/pretrained/spynet_synthetic.pth")
 VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
@@ -312,7 +313,7 @@ def format_report(data: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"weights file (default: {DEFAULT_OUT})")
     p.add_argument("--iters", type=int, default=Settings.iters, help=f"iterations (default: {Settings.iters})")
     p.add_argument("--batch", type=int, default=Settings.batch, help=f"pairs per iteration (default: {Settings.batch})")

@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vsr_accel.core.errors import DataError, VSRError  # noqa: E402
+from vsr_accel.core.cli import ArgumentParser  # noqa: E402
 
 FOLDER_PAIRS = (("train_sharp", "val_sharp"), ("train_sharp_bicubic/X4", "val_sharp_bicubic/X4"))
 OFFSET = 240
@@ -61,7 +62,7 @@ def _count_files(folder: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reds-root", required=True, type=Path, help="folder holding train_sharp, val_sharp, ...")
     parser.add_argument("--move", action="store_true", help="move the clips instead of copying them")
     args = parser.parse_args(argv)

@@ -159,6 +159,12 @@ def numbered_files(folder: str | Path, pattern: str) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
+def iteration_of(path: Path, pattern: str) -> int:
+    """The `{iter}` number of a file named like `pattern` (as `numbered_files` lists them)."""
+    prefix, suffix = pattern.split("{iter}")
+    return int(path.name[len(prefix): len(path.name) - len(suffix)])
+
+
 def list_training_states(folder: str | Path) -> list[Path]:
     """Training states `<iter>.state` in `folder`, newest iteration first (temp files ignored)."""
     return numbered_files(folder, STATE_NAME)
@@ -213,9 +219,14 @@ def latest_good_state(folder: str | Path, on_skip: Callable[[str], None] = _warn
     return None
 
 
-def prune(folder: str | Path, pattern: str, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` files named like `pattern` (`{iter}` is the number)."""
+def prune(folder: str | Path, pattern: str, keep_last: int, regular: Callable[[int], bool] = lambda it: True) -> None:
+    """Keep the newest `keep_last` files named like `pattern` (`{iter}` is the number) whose
+    iteration is `regular`; delete the older ones, and every file of another iteration (a stop's
+    save, superseded by the newer one). `keep_last` <= 0 keeps everything."""
     if keep_last <= 0:
         return
-    for path in numbered_files(folder, pattern)[keep_last:]:
-        path.unlink(missing_ok=True)
+    files = numbered_files(folder, pattern)
+    kept = [p for p in files if regular(iteration_of(p, pattern))][:keep_last]
+    for path in files:
+        if path not in kept:
+            path.unlink(missing_ok=True)

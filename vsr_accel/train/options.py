@@ -245,8 +245,21 @@ class Options:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def check_run_name(name: Any, src: str) -> None:
+    """`name` is the run folder inside `path.experiments_root`, which a fresh run moves aside when
+    it holds an earlier run: so it must be one plain folder name there. Empty, `.`, `..` or a name
+    with a separator would make the run folder the root itself, its parent or a folder elsewhere,
+    and move that aside."""
+    plain = isinstance(name, str) and name.strip() == name and name not in ("", ".", "..") \
+        and not any(c in name for c in "/\\\0")
+    if not plain:
+        raise ConfigError(f"{src}: 'name' must be one plain folder name inside path.experiments_root (not empty, "
+                          f"not '.' or '..', no '/' or '\\', no spaces around it), got {name!r}")
+
+
 def _check_values(opt: Options) -> None:
     src, tr = opt.source, opt.train
+    check_run_name(opt.name, src)
     positive = {"scale": opt.scale, "train.total_iter": tr.total_iter, "train.grad_accum": tr.grad_accum,
                 "logger.print_freq": opt.logger.print_freq,
                 "logger.save_checkpoint_freq": opt.logger.save_checkpoint_freq,

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -34,6 +34,10 @@ from vsr_accel.schedule.sampler import MultigridBatchSampler
 
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+# what only a run folder holds: the trainer's files, and the options the ablation runner writes there first
+RUN_FOLDER_MARKS = ("options.yml", "train.log", "models", "training_states", "ablation.yml")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,13 +60,23 @@ class RunDirs:
     def log_file(self) -> Path:
         return self.root / "train.log"
 
+    def is_run_folder(self) -> bool:
+        """Whether the folder holds a run (which a fresh run of this name may move aside), rather
+        than something else under the root: the ablation definitions or committed results in
+        `experiments/`, the package's own modules."""
+        return any((self.root / entry).exists() for entry in RUN_FOLDER_MARKS)
+
     def check_writable(self, resuming: bool) -> None:
-        """Refuse, before anything is built or touched, a run folder this process cannot create or
-        write: `path.experiments_root` (or a folder above it) that is not a folder, or a folder
+        """Refuse, before anything is built or touched, a folder that is not a run's (the
+        experiments package's `results/`, `ablations/`...: see `is_run_folder`), and a run folder
+        this process cannot create or write: `path.experiments_root` (or a folder above it) that is not a folder, or a folder
         without write permission. A fresh run over an earlier one renames it inside its parent, so
         the parent must be writable; a resumed run writes inside the run folder and its subfolders.
         `os.access` asks with the real user's rights (root may write anywhere)."""
         where = f"path.experiments_root {self.root.parent}"
+        if self.root.is_dir() and not self.is_run_folder() and any(self.root.iterdir()):
+            raise ConfigError(f"name: {self.root} exists and is not a run folder (none of "
+                              f"{', '.join(RUN_FOLDER_MARKS)} in it), so a run there would move it aside; choose another name")
         existing = self.root
         while not existing.is_dir():
             if existing.exists() or existing.is_symlink():
@@ -138,11 +152,13 @@ class CheckpointClient:
     """Find, check, restore and save one run folder's training states (torchtune's name for the
     object a recipe asks for its checkpoints)."""
 
-    def __init__(self, dirs: RunDirs, record: RunRecord, ctx: DistContext, keep_last: int) -> None:
+    def __init__(self, dirs: RunDirs, record: RunRecord, ctx: DistContext, keep_last: int,
+                 is_regular: Callable[[int], bool] = lambda it: True) -> None:
         self.dirs = dirs
         self.record = record
         self.ctx = ctx
         self.keep_last = keep_last
+        self.is_regular = is_regular  # iteration -> saved by the schedule (not by a stop)
 
     # -- resume ------------------------------------------------------------------------------
     def find(self, resume_state: str | None, auto_resume: bool) -> Found | None:
@@ -242,9 +258,13 @@ class CheckpointClient:
         return stale
 
     # -- saving ------------------------------------------------------------------------------
-    def save(self, live: LiveObjects, it: int, clocks: Clocks) -> None:
+    def save(self, live: LiveObjects, it: int, clocks: Clocks, regular: bool = True) -> None:
         """Weights in BasicSR's format (`models/net_g_<iter>.pth`) and the full training state
-        (`training_states/<iter>.state`, written last: it is the commit point of a save)."""
+        (`training_states/<iter>.state`, written last: it is the commit point of a save).
+        `regular`: a save of the schedule (`logger.save_checkpoint_freq`, the last iteration),
+        after which the run keeps `logger.keep_last` of them; a stop's save (Ctrl-C, SIGTERM)
+        between two is extra and prunes nothing, so a stop never costs a regular checkpoint. The
+        next regular save removes the stop's files, which it supersedes."""
         ctx = self.ctx
         rngs = rng_state()
         all_rngs = [rngs]
@@ -271,8 +291,10 @@ class CheckpointClient:
             previous = ckpt.list_training_states(self.dirs.states)
             kept = f"the last complete state is {previous[0]}" if previous else "no earlier state exists"
             raise CheckpointError(f"{exc}; {kept}; free some space, then resume with --auto_resume") from exc
-        ckpt.prune(self.dirs.states, ckpt.STATE_NAME, self.keep_last)
-        ckpt.prune(self.dirs.models, ckpt.WEIGHTS_NAME, self.keep_last)
+        if not regular:
+            return
+        for folder, pattern in ((self.dirs.states, ckpt.STATE_NAME), (self.dirs.models, ckpt.WEIGHTS_NAME)):
+            ckpt.prune(folder, pattern, self.keep_last, regular=lambda n: n == it or self.is_regular(n))
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
