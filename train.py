@@ -41,7 +41,7 @@ from vsr_accel.train import builders
 from vsr_accel.train import guards
 from vsr_accel.train.guards import NonFiniteWatch, StopFlag, oom_names_stage, workers_stopped
 from vsr_accel.train.health import HealthGuard
-from vsr_accel.train.meter import Clocks, TrainMeter
+from vsr_accel.train.meter import Clocks, TrainMeter, eta_seconds
 from vsr_accel.train.options import METRIC_TYPES, Options, load_options
 from vsr_accel.train.prefetch import DevicePrefetcher
 from vsr_accel.train.run_state import CheckpointClient, LiveObjects, RunDirs, RunRecord
@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plan", action="store_true", help="print the curriculum and exit")
     p.add_argument("--json", action="store_true", help="with --plan: print JSON")
     p.add_argument("--world-size", type=int, default=None, help="with --plan: devices to plan for")
+    p.add_argument("--sec-per-iter", type=float, default=None, metavar="S",
+                   help="with --plan: measured seconds per iteration at the baseline shape (from a run's log or "
+                        "python -m experiments.run --estimate): prints each stage's and the run's time")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     p.add_argument("--launcher", default="none", help="accepted for BasicSR compatibility; torchrun decides")
@@ -85,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     opt = load_options(args.opt, [*args.overrides, *args.force_yml])
     if args.plan:  # print the curriculum before anything is launched or loaded
         world = args.world_size or int(os.environ.get("WORLD_SIZE", 1))
-        plan = builders.build_plan(opt, world_size=world, crop_multiple=models.required_multiple(opt.network_g))
+        plan = builders.build_plan(opt, world_size=world, crop_multiple=models.required_multiple(opt.network_g),
+                                   world_size_given=args.world_size is not None or "WORLD_SIZE" in os.environ,
+                                   network=models.meta_network(opt.network_g), sec_per_iter=args.sec_per_iter)
         print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
         return 0
     device = check_launch(opt, int(os.environ.get("WORLD_SIZE", 1)), args.device)
@@ -138,13 +143,15 @@ def validate(model: torch.nn.Module, name: str, val_set, opt: Options, device: t
     return {key: getattr(table, METRIC_TYPES[m.type] if m else key) for key, m in metrics.items()}
 
 
-def log_interval(log: RunLogger, meter: TrainMeter, done: int, total: int, lr: float, stage, ctx: DistContext,
-                 flow: FlowStats | None) -> None:
+def log_interval(log: RunLogger, meter: TrainMeter, done: int, schedule, start_iter: int, lr: float, stage,
+                 ctx: DistContext, flow: FlowStats | None) -> None:
     interval = meter.take_interval()
-    log.step(done, total, {
+    eta = eta_seconds(schedule, start_iter, done, meter.wall_seconds - meter.resumed_wall_seconds)
+    log.step(done, schedule.total_iter, {
         "loss": all_reduce_mean_(interval["loss_sum"], ctx).item() / interval["steps"], "lr": lr,
         "samples_per_s": interval["samples_per_s"], "data_wait_frac": interval["data_wait_frac"],
-        "stage": stage.index, "lr_crop": stage.lr_crop, "frames": stage.num_frames,
+        "stage": stage.index + 1, "lr_crop": stage.lr_crop, "frames": stage.num_frames,  # stages count from 1
+        **({"eta_seconds": eta} if eta is not None else {}),
         "train_seconds_excl_data": meter.train_seconds, "train_seconds_incl_data": meter.wall_seconds,
         **({"flow_mean_px": flow.mean_px, "flow_max_px": flow.max_px} if flow else {}),
     })
@@ -267,7 +274,8 @@ def loop(opt: Options, ctx: DistContext, schedule, lr_schedule, step: TrainStep,
             nonfinite.check(done, ctx, checkpoints.dirs.states)  # one host sync every few steps, never per step
             if log_now:
                 flow = health.flow(model, lq)
-                log_interval(log, meter, done, total, step.optimizer.param_groups[0]["lr"], stage, ctx, flow)
+                log_interval(log, meter, done, schedule, start_iter, step.optimizer.param_groups[0]["lr"], stage, ctx,
+                             flow)
                 health.check_flow(flow, done, describe_stage(stage))
             if save_now or stop_now:  # a stop between regular saves never prunes one of them (logger.keep_last)
                 checkpoints.save(live, done, meter.clocks, regular=save_now)

@@ -25,11 +25,11 @@ from models.convert import to_basicsr_keys
 from models.edvr import EDVR, EDVR_M_DEFAULTS
 from models.iconvsr import IconVSR
 from models.arch_util import UntrainedPartWarning
-from models.loading import input_window, load_network, output_layer
+from models.loading import input_window, load_network, meta_network, output_layer
 from vsr_accel.core.checks import closest, is_int
 from vsr_accel.core.errors import ConfigError
 
-__all__ = ["build_network", "load_network", "UntrainedPartWarning", "input_window", "output_layer", "network_arguments", "is_recurrent",
+__all__ = ["build_network", "load_network", "meta_network", "UntrainedPartWarning", "input_window", "output_layer", "network_arguments", "is_recurrent",
            "is_recurrent_type", "required_multiple", "to_basicsr_keys", "check_model_type", "upscale_factor", "check_scale",
            "NETWORKS", "BasicVSR", "BasicVSRPlusPlus", "EDVR", "IconVSR"]
 

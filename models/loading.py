@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 import models  # the registry (build_network, is_recurrent); used at call time, after the package has loaded
@@ -52,6 +53,17 @@ def load_network(spec: Mapping[str, Any], checkpoint: str | Path | None = None, 
 
 def _print_note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def meta_network(spec: Mapping[str, Any], key: str = "network_g") -> nn.Module:
+    """`spec`'s network on the meta device: its shapes without memory or weights, for counting
+    parameters and FLOPs (`train.py --plan`). Pretrained-file arguments (`spynet_path`,
+    `edvr_path`) are left out, so planning needs no file; they change no shape."""
+    spec = {name: value for name, value in spec.items() if not name.endswith("_path")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedPartWarning)
+        with torch.device("meta"):
+            return models.build_network(spec, key)
 
 
 def input_window(net: nn.Module) -> int | None:

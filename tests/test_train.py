@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -40,7 +41,8 @@ def test_single_device_run_writes_run_folder_without_distributed(tiny_reds, tmp_
     assert not torch.distributed.is_initialized()
     out = capsys.readouterr().out
     # 6 iterations over 4 stages: lengths 1, 1, 2, 2; logged after iterations 2, 4 and 6
-    assert "stage 1 (LR crop 16, 5 frames)" in out and "stage 3 (LR crop 24, 5 frames)" in out
+    assert "stage 2 (LR crop 16, 5 frames)" in out and "stage 4 (LR crop 24, 5 frames)" in out  # 1-based
+    assert re.search(r"\| eta \d+:\d\d:\d\d", out)
     assert "val @ 6: psnr" in out
 
 
@@ -210,7 +212,7 @@ def test_torchrun_two_processes_cross_stage_boundaries(tiny_reds, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     log = (tmp_path / "exp" / "tiny" / "train.log").read_text()
     assert "x2:" in log  # two ranks
-    for stage in ("stage 1 (LR crop 16, 5 frames)", "stage 3 (LR crop 24, 5 frames)"):
+    for stage in ("stage 2 (LR crop 16, 5 frames)", "stage 4 (LR crop 24, 5 frames)"):
         assert stage in log  # logged at iterations 2 and 4: two boundaries crossed
     states = list((tmp_path / "exp" / "tiny" / "training_states").iterdir())
     assert [p.name for p in states] == ["4.state"]

@@ -67,3 +67,32 @@ def test_paused_time_counts_on_neither_clock(clock):
     clock.now += 2.0
     meter.pause()
     assert meter.wall_seconds == pytest.approx(3.0) and meter.train_seconds == pytest.approx(3.0)
+
+
+def test_eta_follows_the_work_left_not_the_iterations_left():
+    from vsr_accel.schedule.curriculum import Schedule, Stage
+    from vsr_accel.train.meter import eta_seconds
+    # 100 iterations at crop 32 (1/4 of the work of crop 64), then 100 at crop 64 (the baseline's shape)
+    stages = [Stage(index=0, start_iter=0, iters=100, lr_crop=32, num_frames=7, batch_per_device=4),
+              Stage(index=1, start_iter=100, iters=100, lr_crop=64, num_frames=7, batch_per_device=4)]
+    schedule = Schedule(kind="spatial", stages=tuple(stages), total_iter=200, lr_crop=64, num_frames=7,
+                        batch_per_device=4)
+    assert schedule.work_between(0, 200) == pytest.approx(125)
+    # halfway through the cheap stage: 50 iterations in 50 s = 12.5 baseline iterations -> 4 s each
+    eta = eta_seconds(schedule, 0, 50, 50.0)
+    assert eta == pytest.approx((50 * 0.25 + 100) * 4.0)  # 450 s, where 150 iterations x 1 s would say 150
+    assert eta_seconds(schedule, 0, 150, 100.0 + 200.0) == pytest.approx(50 * 4.0)  # 4 s per unit in both stages
+    # after a resume the rate is this process's: iterations [120, 150) in 120 s
+    assert eta_seconds(schedule, 120, 150, 120.0) == pytest.approx(50 * 4.0)
+    assert eta_seconds(schedule, 50, 50, 0.0) is None and eta_seconds(schedule, 0, 200, 10.0) == 0
+
+
+def test_the_logged_minutes_carry_over_a_resume(tmp_path):
+    from vsr_accel.train.runlog import RunLogger
+    log = RunLogger(tmp_path / "train.log", None)
+    scalars = {"loss": 0.1, "lr": 1e-3, "samples_per_s": 2.0, "data_wait_frac": 0.0, "stage": 2, "lr_crop": 32,
+               "frames": 7, "train_seconds_incl_data": 600.0, "eta_seconds": 3725.0}
+    log.step(10, 20, scalars)
+    log.close()
+    line = (tmp_path / "train.log").read_text()
+    assert "stage 2 (LR crop 32, 7 frames)" in line and "| 10.0 min | eta 1:02:05" in line

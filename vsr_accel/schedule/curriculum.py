@@ -123,6 +123,12 @@ class Schedule:
         baseline = self.batch_per_device * self.lr_crop ** 2 * self.num_frames
         return stage.batch_per_device * stage.lr_crop ** 2 * stage.num_frames / baseline
 
+    def work_between(self, start: int, stop: int) -> float:
+        """Work of iterations [start, stop), in baseline iterations (`compute_per_iter` summed):
+        what the time left depends on when the stages ahead cost more or less than those done."""
+        return sum(max(0, min(stop, stage.end_iter) - max(start, stage.start_iter)) * self.compute_per_iter(stage)
+                   for stage in self.stages)
+
     def compute_ratio(self) -> float:
         """Baseline work / curriculum work for the same number of iterations: the speedup bound
         from smaller shapes alone (2.18 for the default REDS multigrid)."""

@@ -45,8 +45,10 @@ def plan_dict(schedule: Schedule, lr_schedule: LRSchedule, *, scale: int, world_
 
 def format_plan(plan: dict[str, Any]) -> str:
     """A readable table of `plan_dict`'s output plus the speedup line."""
+    flops, timed = "parameters" in plan, "est_seconds" in plan
     header = ("stage", "iters", "start", "LR crop", "GT crop", "frames", "batch/dev", "global",
-              "LR peak", "LR start", "LR end", "compute")
+              "LR peak", "LR start", "LR end", "compute") + (("GFLOP/sample",) if flops else ()) \
+        + (("est. time",) if timed else ())
     rows = [header]
     for stage in plan["stages"]:
         rows.append((
@@ -54,7 +56,8 @@ def format_plan(plan: dict[str, Any]) -> str:
             str(stage["gt_crop"]), str(stage["frames"]), str(stage["batch_per_device"]), str(stage["global_batch"]),
             f"{stage['lr_peak']:.3g}", f"{stage['lr_start']:.3g}", f"{stage['lr_end']:.3g}",
             f"{stage['relative_compute']:.3f}",
-        ))
+        ) + ((f"{stage['gflops_per_sample']:.1f}",) if flops else ())
+          + ((hours_minutes(stage["est_seconds"]),) if timed else ()))
     widths = [max(len(row[col]) for row in rows) for col in range(len(header))]
     lines = [f"curriculum '{plan['kind']}': {len(plan['stages'])} stage(s), {plan['total_iter']} iterations, "
              f"{plan['world_size']} device(s) x {plan['grad_accum']} accumulation step(s)"]
@@ -72,4 +75,20 @@ def format_plan(plan: dict[str, Any]) -> str:
                  f"{base['frames']} frames, batch {base['batch_per_device']}/device")
     lines.append(f"speedup bound from the curriculum at equal iterations: {plan['compute_ratio']:.2f}x "
                  "(FLOP-proportional; wall-clock also depends on data loading and GPU utilisation)")
+    if flops:
+        lines.append(f"network: {plan['parameters'] / 1e6:.2f} M parameters; GFLOP/sample: one forward pass over one "
+                     "training clip (a training step is about 3x that per sample)")
+    if timed:
+        lines.append(f"estimated training time: {hours_minutes(plan['est_seconds'])} at {plan['sec_per_iter']:g} s "
+                     "per baseline-shape iteration (--sec-per-iter), each stage in proportion to its compute")
+    if "devices_note" in plan:
+        lines.append(f"note: {plan['devices_note']}")
     return "\n".join(lines)
+
+
+def hours_minutes(seconds: float) -> str:
+    """'2 h 05 min', '7 min', '40 s'."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"

@@ -57,11 +57,59 @@ def build_lr_schedule(opt: Options, schedule: Schedule, world_size: int) -> LRSc
                       restart_weights=tr.scheduler.restart_weights)
 
 
-def build_plan(opt: Options, *, world_size: int, crop_multiple: int) -> dict[str, Any]:
-    """What `train.py --plan` prints: every stage's shape, batch, LRs and relative cost."""
+def build_plan(opt: Options, *, world_size: int, crop_multiple: int, world_size_given: bool = True,
+               network: torch.nn.Module | None = None, sec_per_iter: float | None = None) -> dict[str, Any]:
+    """What `train.py --plan` prints: every stage's shape, batch, LRs and relative cost; with
+    `network` (built on the meta device: no memory, no weights) its parameters and forward FLOPs
+    per training sample of each stage; with `sec_per_iter` (measured seconds of one iteration at
+    the baseline shape) each stage's and the run's time. Without `world_size_given`, a note that
+    the LRs are those of `world_size` devices and how many the recipe's LR was tuned for."""
     schedule = build_curriculum(opt, crop_multiple=crop_multiple)
-    return plan_dict(schedule, build_lr_schedule(opt, schedule, world_size), scale=opt.scale,
+    plan = plan_dict(schedule, build_lr_schedule(opt, schedule, world_size), scale=opt.scale,
                      world_size=world_size, grad_accum=opt.train.grad_accum)
+    if network is not None:
+        plan["parameters"] = sum(p.numel() for p in network.parameters())
+        flops: dict[tuple[int, int], float] = {}
+        for stage in plan["stages"]:
+            shape = (stage["frames"], stage["lr_crop"])
+            if shape not in flops:
+                flops[shape] = forward_flops(network, *shape)
+            stage["gflops_per_sample"] = flops[shape] / 1e9
+    if sec_per_iter is not None:
+        for stage in plan["stages"]:
+            stage["est_seconds"] = stage["iters"] * stage["relative_compute"] * sec_per_iter
+        plan["est_seconds"] = sum(stage["est_seconds"] for stage in plan["stages"])
+        plan["sec_per_iter"] = sec_per_iter
+    if not world_size_given:
+        plan["devices_note"] = devices_note(opt, world_size)
+    return plan
+
+
+def forward_flops(network: torch.nn.Module, frames: int, lr_crop: int) -> float:
+    """FLOPs of one forward pass over one training clip (`frames` LR frames of lr_crop^2; a
+    multiply-add counts 2), counted by torch's FlopCounterMode; on the meta device this costs
+    no compute. A training step is about 3x this (forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(network.parameters()).device
+    clip = torch.empty(1, frames, 3, lr_crop, lr_crop, device=device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        network(clip)
+    return float(counter.get_total_flops())
+
+
+def devices_note(opt: Options, world_size: int) -> str:
+    """Why `--plan` without `--world-size` may show a small LR: each LR is scaled linearly with
+    the global batch, which counts the devices; say so, with what the recipe's LR is tuned for."""
+    per_device = opt.dataset_section("train")["batch_size_per_gpu"] * opt.train.grad_accum
+    planned = (f"planned for {world_size} device(s) because --world-size was not given "
+               f"(global batch {per_device * world_size})")
+    devices = "" if opt.num_gpu == "auto" else f"; the recipe's num_gpu is {opt.num_gpu}"
+    if opt.train.base_batch is None:
+        return f"{planned}; train.base_batch is not set, so the LRs are optim_g.lr on any number of devices{devices}"
+    return (f"{planned}: every LR is optim_g.lr {opt.train.optim_g.lr:g} x {per_device * world_size}/"
+            f"{opt.train.base_batch} (linear scaling from train.base_batch, the global batch that LR is tuned for); "
+            f"on N devices it is x {per_device}N/{opt.train.base_batch}: pass --world-size N to plan for them{devices}")
 
 
 # -- the model and the step ----------------------------------------------------------------------

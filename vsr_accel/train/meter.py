@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from vsr_accel.schedule.curriculum import Schedule
+
 
 @dataclass(frozen=True)
 class Clocks:
@@ -32,11 +34,24 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def eta_seconds(schedule: Schedule, start_iter: int, done: int, seconds: float) -> float | None:
+    """Seconds of training left after iteration `done`, from `seconds` spent on iterations
+    [start_iter, done) of this process: the measured rate per unit of work (batch x crop^2 x
+    frames, `Schedule.work_between`) times the work left, so a run in a cheap early stage is not
+    promised the naive `seconds / iterations x iterations left` (the later stages cost more per
+    iteration). None before anything was measured."""
+    work_done = schedule.work_between(start_iter, done)
+    if work_done <= 0 or seconds <= 0:
+        return None
+    return seconds / work_done * schedule.work_between(done, schedule.total_iter)
+
+
 class TrainMeter:
     def __init__(self, device: torch.device, clocks: Clocks = Clocks()) -> None:
         self.device = device
         self.train_seconds = clocks.train_seconds
         self.wall_seconds = clocks.wall_seconds
+        self.resumed_wall_seconds = clocks.wall_seconds  # the clock as this process found it (0 if fresh)
         self.interval_loss = torch.zeros((), device=device)
         self._reset_interval()
         self._running_since: float | None = None

@@ -8,6 +8,7 @@ wandb's server), so a run never hangs on a login.
 """
 from __future__ import annotations
 
+import datetime
 import importlib
 import os
 import socket
@@ -71,6 +72,11 @@ class BestScores:
         return record
 
 
+def format_duration(seconds: float) -> str:
+    """'0:04:10' (BasicSR's ETA format: hours, minutes, seconds)."""
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
 class RunLogger:
     def __init__(self, log_file: Path, tb_dir: Path | None, enabled: bool = True, wandb: Any = None,
                  better: Mapping[str, str] | None = None):
@@ -101,13 +107,14 @@ class RunLogger:
     def step(self, it: int, total: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
             return
-        elapsed = time.perf_counter() - self.start
+        trained = scalars.get("train_seconds_incl_data", time.perf_counter() - self.start)  # carried over a resume
+        eta = scalars.get("eta_seconds")
         self.info(f"iter {it:>7d}/{total} | loss {scalars['loss']:.5f} | lr {scalars['lr']:.3e} | "
                   f"{scalars['samples_per_s']:.2f} samples/s | data wait {100 * scalars['data_wait_frac']:.1f}% | "
                   f"stage {scalars['stage']} (LR crop {scalars['lr_crop']}, {scalars['frames']} frames) | "
                   + (f"flow {scalars['flow_mean_px']:.2f} px mean, {scalars['flow_max_px']:.1f} max | "
                      if "flow_mean_px" in scalars else "")
-                  + f"{elapsed / 60:.1f} min")
+                  + f"{trained / 60:.1f} min" + (f" | eta {format_duration(eta)}" if eta is not None else ""))
         self.scalars("train", scalars, it)
 
     def val(self, it: int, scores: dict[str, float], dataset: str = "val") -> None:
