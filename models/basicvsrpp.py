@@ -189,8 +189,10 @@ class BasicVSRPlusPlus(RecomputesActivations, nn.Module):
 
     @staticmethod
     def is_mirrored(lqs: torch.Tensor) -> bool:
-        """True when frame i equals frame t-1-i for every i (an even-length flipped clip)."""
-        if lqs.size(1) % 2:
+        """True when frame i equals frame t-1-i for every i (an even-length flipped clip). A clip on
+        the meta device (--plan's FLOP count) has no values and is taken as not mirrored, which
+        counts the larger of the two costs."""
+        if lqs.size(1) % 2 or lqs.is_meta:
             return False
         first, second = torch.chunk(lqs, 2, dim=1)
         return torch.equal(first, second.flip(1))
