@@ -18,18 +18,18 @@ from pathlib import Path
 
 import pytest
 
+from experiments.records import RESULT_FILE, RunResult
+
 ROOT = Path(__file__).resolve().parents[1]
 PROXY = ROOT / "experiments" / "results" / "proxy"
 
 
-def proxy_records() -> dict[str, dict]:
-    """Every committed proxy run's record, once per run (tables share runs, e.g. Table 4's
-    w/ LR scaling is Table 1's Large-Batch)."""
-    records = {}
-    for path in sorted(PROXY.glob("*/logs/*/result.json")):
-        data = json.loads(path.read_text())
-        records[data["run"]] = data
-    return records
+def proxy_records() -> dict[str, RunResult]:
+    """Every committed proxy record, by its path under the results folder. Tables share runs (Table
+    4's w/ LR scaling is Table 1's Large-Batch), and every table's copy is checked: the pages are
+    built from their own table's copy."""
+    paths = sorted(PROXY.glob(f"*/logs/*/{RESULT_FILE}"))
+    return {str(path.relative_to(PROXY)): RunResult.from_json(path.read_text()) for path in paths}
 
 
 RECORDS = proxy_records()
@@ -37,14 +37,15 @@ MOTION = json.loads((PROXY / "footage_motion.json").read_text())
 
 
 def test_the_proxy_page_has_its_runs():
-    assert len(RECORDS) >= 8, f"{len(RECORDS)} proxy runs committed under {PROXY}"
+    runs = {record.run for record in RECORDS.values()}
+    assert len(runs) >= 8, f"{len(runs)} proxy runs committed under {PROXY}"
     assert (PROXY / "README.md").is_file()
 
 
 @pytest.mark.parametrize("run", sorted(RECORDS))
-def test_every_run_propagates_with_real_motion(run):
+def test_every_run_propagates_with_real_motion(run: str):
     record = RECORDS[run]
-    probe = record["propagation"]
+    probe = record.propagation
     assert probe is not None, f"{run}: no propagation probe in its result.json"
     # a single-frame network restores the clip whole exactly as frame by frame (difference 0)
     assert probe["max_abs_diff_vs_per_frame"] > 1e-4, (run, probe)
@@ -52,7 +53,7 @@ def test_every_run_propagates_with_real_motion(run):
     # to zero below the stillest clip's mean
     assert MOTION["clip_mean_px_min"] <= probe["flow_mean_px"] <= MOTION["clip_mean_px_max"], (run, probe)
     assert probe["flow_max_px"] <= MOTION["max_px"], (run, probe)
-    assert record["psnr"] > record["bicubic_psnr"], (run, record["psnr"], record["bicubic_psnr"])
+    assert record.psnr > record.bicubic_psnr, (run, record.psnr, record.bicubic_psnr)
 
 
 def table1_means() -> dict[str, float]:
